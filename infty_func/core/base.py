@@ -1,0 +1,156 @@
+"""The contract: a gradient transformation is a pair of pure functions ``(init, update)``.
+
+``init(params) -> state`` builds the state; ``update(updates, state, params=None, **extra)
+-> (new_updates, new_state)`` maps incoming updates (usually gradients) to outgoing ones.
+States are NamedTuples of tensors, so they can be vmapped, saved and ``tree_map``-ped.
+Updates are *added* to the parameters (``apply_updates``), so descent carries its minus sign
+in the learning-rate step, as in optax.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import torch
+
+from infty_func.core.tree import (
+    PyTree,
+    assert_same_structure,
+    tree_flatten,
+    tree_leaves,
+    tree_map,
+    tree_unflatten,
+    use_foreach,
+)
+
+Params = PyTree
+Updates = PyTree
+State = Any
+
+__all__ = [
+    "GradientTransformation",
+    "EmptyState",
+    "Params",
+    "Updates",
+    "State",
+    "chain",
+    "named_chain",
+    "identity",
+    "stateless",
+    "apply_updates",
+]
+
+
+class GradientTransformation(NamedTuple):
+    """A pure optimizer piece: ``init(params) -> state`` and
+    ``update(updates, state, params=None, **extra) -> (updates, state)``.
+
+    ``needs_gradient`` tells :func:`infty_func.step` whether to differentiate the loss
+    before calling ``update``; methods that estimate the gradient themselves (zeroth
+    order, forward gradient) set it to ``False``, and then no backward graph is built.
+    """
+
+    init: Callable[[Params], State]
+    update: Callable[..., tuple[Updates, State]]
+    needs_gradient: bool = True
+
+
+class EmptyState(NamedTuple):
+    """The state of a transform that keeps none."""
+
+
+def identity() -> GradientTransformation:
+    """Pass updates through unchanged."""
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None, **extra):
+        del params, extra
+        return updates, state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def stateless(fn: Callable[[Updates, Params | None], Updates]) -> GradientTransformation:
+    """A transform from a function ``fn(updates, params) -> updates`` that keeps no state."""
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None, **extra):
+        del extra
+        return fn(updates, params), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    """Apply ``transforms`` one after another; the state is the tuple of their states.
+
+    Every keyword extra (``loss_fn``, ``value``, ...) reaches every member. The chain needs
+    a gradient when its first member does (later members only see what the first emits).
+    """
+    for index, transform in enumerate(transforms):
+        if not isinstance(transform, GradientTransformation):
+            raise TypeError(
+                f"chain member {index} is a {type(transform).__name__}, not a "
+                "GradientTransformation; did you forget to call it, e.g. ifn.sgd(0.1)?"
+            )
+
+    def init_fn(params):
+        return tuple(t.init(params) for t in transforms)
+
+    def update_fn(updates, state, params=None, **extra):
+        if len(state) != len(transforms):
+            raise ValueError(
+                f"chain of {len(transforms)} transforms got a state of {len(state)} members"
+            )
+        new_states = []
+        for transform, member_state in zip(transforms, state):
+            updates, member_state = transform.update(updates, member_state, params, **extra)
+            new_states.append(member_state)
+        return updates, tuple(new_states)
+
+    needs = transforms[0].needs_gradient if transforms else True
+    return GradientTransformation(init_fn, update_fn, needs)
+
+
+def named_chain(*named: tuple[str, GradientTransformation]) -> GradientTransformation:
+    """Like :func:`chain`, with a dict state keyed by the given names.
+
+    ``named_chain(("clip", clip_by_global_norm(1.0)), ("adam", adam(1e-3)))`` has
+    ``state["adam"]`` readable by name.
+    """
+    names = [name for name, _ in named]
+    if len(set(names)) != len(names):
+        raise ValueError(f"named_chain names must be unique, got {names}")
+    inner = chain(*(transform for _, transform in named))
+
+    def init_fn(params):
+        return dict(zip(names, inner.init(params)))
+
+    def update_fn(updates, state, params=None, **extra):
+        updates, states = inner.update(
+            updates, tuple(state[name] for name in names), params, **extra
+        )
+        return updates, dict(zip(names, states))
+
+    return GradientTransformation(init_fn, update_fn, inner.needs_gradient)
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """``params + updates`` leaf by leaf (a new tree; ``params`` is not modified).
+
+    The sum keeps each parameter's dtype, so low-precision parameters with float32
+    updates stay low-precision.
+    """
+    assert_same_structure(params, updates, "params", "updates")
+    leaves_p, spec = tree_flatten(params)
+    leaves_u = tree_leaves(updates)
+    same_dtype = all(p.dtype == u.dtype for p, u in zip(leaves_p, leaves_u))
+    if same_dtype and use_foreach(leaves_p, leaves_u):
+        return tree_unflatten(torch._foreach_add(leaves_p, leaves_u), spec)
+    return tree_map(lambda p, u: (p + u).to(p.dtype), params, updates)

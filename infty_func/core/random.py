@@ -1,0 +1,234 @@
+"""Functional, vmappable random numbers: noise is a pure function of a key.
+
+torch has no public functional PRNG: a ``torch.Generator`` cannot be seeded per member
+inside ``torch.func.vmap``, and ``vmap(randomness="different")`` draws from one global
+stream. Here a key is an int64 tensor ``[stream, counter]``. Noise for element ``i`` is a
+counter-based hash of ``(key, i)`` written in int32 tensor ops, so
+
+* the same key gives the same bits, inside or outside vmap, on every call;
+* each vmapped member may carry its own key and gets its own noise;
+* nothing global is read or written.
+
+The element hash is two rounds of Wellons' ``lowbias32`` integer mixer (keyed before each
+round); the key words come from a SplitMix64 finaliser of ``(stream, counter)``. Normals
+use both outputs of the Box–Muller transform, with 24-bit uniforms.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from infty_func.core.tree import PyTree, is_functorch_wrapped, tree_flatten, tree_unflatten
+
+__all__ = [
+    "key",
+    "split",
+    "fold_in",
+    "next_key",
+    "bits",
+    "uniform",
+    "normal",
+    "rademacher",
+    "bernoulli",
+    "normal_like",
+    "rademacher_like",
+]
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _signed64(value: int) -> int:
+    """An unsigned 64-bit constant as the int64 with the same bits."""
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def _signed32(value: int) -> int:
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+_GOLDEN64 = _signed64(0x9E3779B97F4A7C15)
+_MIX64_A = _signed64(0xBF58476D1CE4E5B9)
+_MIX64_B = _signed64(0x94D049BB133111EB)
+_MIX32_A = _signed32(0x7FEB352D)
+_MIX32_B = _signed32(0x846CA68B)
+
+
+def _shr64(x: Tensor, shift: int) -> Tensor:
+    """Logical right shift of int64 bits (torch's ``>>`` is arithmetic)."""
+    return (x >> shift) & ((1 << (64 - shift)) - 1)
+
+
+def _mix64(z: Tensor) -> Tensor:
+    """The SplitMix64 finaliser on int64 tensors (wrapping arithmetic)."""
+    z = (z ^ _shr64(z, 30)) * _MIX64_A
+    z = (z ^ _shr64(z, 27)) * _MIX64_B
+    return z ^ _shr64(z, 31)
+
+
+def _to_int32(z: Tensor) -> Tensor:
+    """The low 32 bits of an int64 tensor, as int32 with the same bits."""
+    low = z & _MASK32
+    return torch.where(low >= (1 << 31), low - (1 << 32), low).to(torch.int32)
+
+
+def key(seed: int | Tensor) -> Tensor:
+    """A new key for ``seed``: the int64 tensor ``[seed, 0]``."""
+    if isinstance(seed, Tensor):
+        return torch.stack([seed.to(torch.int64), torch.zeros_like(seed, dtype=torch.int64)])
+    if not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    return torch.tensor([seed, 0], dtype=torch.int64)
+
+
+def _check_key(k: Tensor) -> None:
+    if not isinstance(k, Tensor) or k.dtype != torch.int64 or k.shape != (2,):
+        shape = tuple(k.shape) if isinstance(k, Tensor) else type(k).__name__
+        raise ValueError(
+            f"a key is an int64 tensor of shape [2] made by ifn.random.key(seed), got {shape}"
+        )
+
+
+def _digest(k: Tensor) -> Tensor:
+    """One well-mixed int64 word from ``[stream, counter]``."""
+    return _mix64(_mix64(k[0]) + k[1] * _GOLDEN64)
+
+
+def next_key(k: Tensor) -> Tensor:
+    """The key that follows ``k`` (its counter advanced by one)."""
+    _check_key(k)
+    return k + torch.tensor([0, 1], dtype=torch.int64, device=k.device)
+
+
+def split(k: Tensor, num: int = 2) -> Tensor:
+    """``num`` independent keys derived from ``k``, as an int64 tensor ``[num, 2]``."""
+    _check_key(k)
+    index = torch.arange(1, num + 1, dtype=torch.int64, device=k.device)
+    streams = _mix64(_digest(k) + index * _GOLDEN64)
+    return torch.stack([streams, torch.zeros_like(streams)], dim=-1)
+
+
+def fold_in(k: Tensor, data: int | Tensor) -> Tensor:
+    """A new key that depends on ``k`` and the integer ``data``."""
+    _check_key(k)
+    data = torch.as_tensor(data, dtype=torch.int64, device=k.device)
+    stream = _mix64(_digest(k) ^ _mix64(data + _GOLDEN64))
+    return torch.stack([stream, torch.zeros_like(stream)])
+
+
+def _lowbias32(x: Tensor, inplace: bool) -> Tensor:
+    """Wellons' lowbias32 mixer on int32 bits; logical shifts by masking."""
+    if inplace:
+        x.bitwise_xor_((x >> 16) & 0xFFFF).mul_(_MIX32_A)
+        x.bitwise_xor_((x >> 15) & 0x1FFFF).mul_(_MIX32_B)
+        return x.bitwise_xor_((x >> 16) & 0xFFFF)
+    x = (x ^ ((x >> 16) & 0xFFFF)) * _MIX32_A
+    x = (x ^ ((x >> 15) & 0x1FFFF)) * _MIX32_B
+    return x ^ ((x >> 16) & 0xFFFF)
+
+
+def bits(k: Tensor, n: int, device: torch.device | str | None = None) -> Tensor:
+    """``n`` pseudo-random 32-bit words (int32) for key ``k``."""
+    _check_key(k)
+    if n >= (1 << 31):
+        raise ValueError(
+            f"one key draws at most 2**31 - 1 numbers, asked for {n}; fold_in a per-leaf index"
+        )
+    digest = _digest(k)
+    word_a = _to_int32(digest)
+    word_b = _to_int32(_shr64(digest, 32))
+    x = torch.arange(n, dtype=torch.int32, device=device or k.device)
+    # In-place ops save passes, but cannot write a wrapped (vmapped) operand into x.
+    if not is_functorch_wrapped(k):
+        x.bitwise_xor_(word_a)
+        _lowbias32(x, True).add_(word_b)
+        return _lowbias32(x, True)
+    x = _lowbias32(x ^ word_a, False) + word_b
+    return _lowbias32(x, False)
+
+
+def _unit_uniform(words: Tensor, dtype: torch.dtype) -> Tensor:
+    """Uniforms in the open interval (0, 1) from the top 24 bits of each word."""
+    top = (words >> 8) & 0xFFFFFF
+    return (top.to(dtype) + 0.5) * (2.0**-24)
+
+
+def uniform(
+    k: Tensor,
+    shape: Sequence[int] | torch.Size = (),
+    dtype: torch.dtype = torch.float32,
+    low: float = 0.0,
+    high: float = 1.0,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Uniform numbers in ``(low, high)`` (24-bit resolution)."""
+    shape = torch.Size(shape)
+    u = _unit_uniform(bits(k, shape.numel(), device), dtype)
+    if low != 0.0 or high != 1.0:
+        u = u * (high - low) + low
+    return u.reshape(shape)
+
+
+def normal(
+    k: Tensor,
+    shape: Sequence[int] | torch.Size = (),
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Standard normal numbers (Box–Muller, both outputs used)."""
+    shape = torch.Size(shape)
+    n = shape.numel()
+    half = (n + 1) // 2
+    u = _unit_uniform(bits(k, 2 * half, device), dtype)
+    if is_functorch_wrapped(u):
+        radius = (-2.0 * u[:half].log()).sqrt()
+    else:
+        radius = u[:half].log_().mul_(-2.0).sqrt_()
+    angle = u[half:] * (2.0 * math.pi)
+    out = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])
+    return out[:n].reshape(shape)
+
+
+def rademacher(
+    k: Tensor,
+    shape: Sequence[int] | torch.Size = (),
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Independent signs ``±1`` with equal probability."""
+    shape = torch.Size(shape)
+    words = bits(k, shape.numel(), device)
+    return torch.where(words < 0, -1.0, 1.0).to(dtype).reshape(shape)
+
+
+def bernoulli(
+    k: Tensor,
+    p: float | Tensor,
+    shape: Sequence[int] | torch.Size = (),
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Booleans that are True with probability ``p``."""
+    shape = torch.Size(shape)
+    return (uniform(k, shape, torch.float32, device=device) < p).reshape(shape)
+
+
+def _like(sampler, k: Tensor, tree: PyTree) -> PyTree:
+    leaves, spec = tree_flatten(tree)
+    out = [
+        sampler(fold_in(k, index), leaf.shape, leaf.dtype, leaf.device)
+        for index, leaf in enumerate(leaves)
+    ]
+    return tree_unflatten(out, spec)
+
+
+def normal_like(k: Tensor, tree: PyTree) -> PyTree:
+    """Standard normal noise shaped like each leaf of ``tree`` (a stream per leaf)."""
+    return _like(normal, k, tree)
+
+
+def rademacher_like(k: Tensor, tree: PyTree) -> PyTree:
+    """Rademacher signs shaped like each leaf of ``tree`` (a stream per leaf)."""
+    return _like(rademacher, k, tree)

@@ -1,0 +1,38 @@
+"""The one-line training step."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from infty_func.core.base import GradientTransformation, Params, State, apply_updates
+from infty_func.core.objective import evaluate, value_and_derivative
+from infty_func.core.tree import PyTree
+
+__all__ = ["step"]
+
+
+def step(
+    transform: GradientTransformation,
+    state: State,
+    params: Params,
+    loss_fn: Callable[[PyTree], Any],
+    **extra: Any,
+) -> tuple[Params, State, Any]:
+    """One step: differentiate ``loss_fn`` at ``params``, transform, apply.
+
+    Returns ``(new_params, new_state, value)``. A scalar loss gives its gradient; a 1-D
+    tensor of ``m`` losses gives the Jacobian pytree (one shared forward pass). When the
+    transform says it needs no gradient (zeroth order) only the value is computed, with
+    no autograd graph. ``loss_fn`` and ``value`` reach the transform as extras, together
+    with any other keyword. ``value`` excludes aux outputs. Pure, so it runs under
+    ``torch.func.vmap``.
+    """
+    if not isinstance(transform, GradientTransformation):
+        raise TypeError(f"step needs a GradientTransformation, got {type(transform).__name__}")
+    if not transform.needs_gradient:
+        value = evaluate(loss_fn, params)
+        grads = None
+    else:
+        value, grads = value_and_derivative(loss_fn)(params)
+    updates, state = transform.update(grads, state, params, loss_fn=loss_fn, value=value, **extra)
+    return apply_updates(params, updates), state, value

@@ -1,0 +1,154 @@
+"""``TransformOptimizer``: any gradient transformation as a ``torch.optim.Optimizer``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from infty_func.core.base import GradientTransformation
+from infty_func.core.tree import tree_flatten, tree_get_all, tree_leaves, tree_set, tree_unflatten
+from infty_func.optim.closure_objective import ClosureObjective
+
+__all__ = ["TransformOptimizer"]
+
+
+def _split_named(params: Any) -> tuple[list[str], list[Tensor], dict]:
+    """Names and tensors from ``model.parameters()``, ``model.named_parameters()`` or one
+    param-group dict; the remaining group options come back as a dict."""
+    options: dict = {}
+    items = list(params)
+    if items and isinstance(items[0], dict):
+        if len(items) > 1:
+            raise ValueError(
+                "TransformOptimizer takes one parameter group; for per-group "
+                "hyperparameters use ifn.partition inside the transform"
+            )
+        options = {k: v for k, v in items[0].items() if k != "params"}
+        items = list(items[0]["params"])
+    if not items:
+        raise ValueError("TransformOptimizer got an empty parameter list")
+    if isinstance(items[0], tuple):
+        names = [name for name, _ in items]
+        tensors = [tensor for _, tensor in items]
+    else:
+        names = [str(index) for index in range(len(items))]
+        tensors = items
+    for name, tensor in zip(names, tensors):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"parameter {name!r} is a {type(tensor).__name__}, not a tensor")
+    if len(set(names)) != len(names):
+        raise ValueError("parameter names must be unique")
+    return names, tensors, options
+
+
+class TransformOptimizer(torch.optim.Optimizer):
+    """Run a :class:`~infty_func.GradientTransformation` as a ``torch.optim.Optimizer``.
+
+    ``TransformOptimizer(model.named_parameters(), ifn.chain(ifn.clip_by_global_norm(1.0),
+    ifn.sgd(0.1, momentum=0.9)))`` then ``opt.step(closure)`` or ``loss.backward();
+    opt.step()``.
+
+    * The transform sees the parameters as a dict ``name -> tensor`` (names are
+      ``"0", "1", ...`` when plain ``parameters()`` are given), their ``.grad`` as the
+      incoming updates (a missing grad counts as zero), and ``loss_fn``/``value`` extras
+      built from the closure (see :class:`ClosureObjective`).
+    * When the transform keeps exactly one learning rate in its state (every alias does),
+      it appears as ``param_groups[0]["lr"]``; a value set there, by hand or by any
+      ``torch.optim.lr_scheduler``, reaches the transform at the next step.
+    * ``state_dict`` / ``load_state_dict`` save and restore the transform's state, so a
+      resumed run is bit-identical to an uninterrupted one.
+    * Results equal the functional path (``update`` then ``apply_updates``) bit for bit;
+      only the final addition runs in place.
+    """
+
+    def __init__(self, params: Iterable[Any], transform: GradientTransformation):
+        if not isinstance(transform, GradientTransformation):
+            raise TypeError(
+                f"TransformOptimizer needs a GradientTransformation, got {type(transform).__name__}"
+            )
+        names, tensors, options = _split_named(params)
+        super().__init__([{"params": tensors, **options}], {})
+        self.transform = transform
+        self._names = names
+        self.transform_state = transform.init(self._params_tree())
+        learning_rates = tree_get_all(self.transform_state, "lr")
+        self._has_lr = len(learning_rates) == 1
+        if self._has_lr:
+            self.param_groups[0].setdefault("lr", float(learning_rates[0]))
+            self._sync_lr()
+
+    # -- views ---------------------------------------------------------------------------
+    def _params_tree(self) -> dict:
+        return {name: p.detach() for name, p in zip(self._names, self.param_groups[0]["params"])}
+
+    def _grads_tree(self) -> dict:
+        return {
+            name: (p.grad.detach() if p.grad is not None else torch.zeros_like(p))
+            for name, p in zip(self._names, self.param_groups[0]["params"])
+        }
+
+    def _sync_lr(self) -> None:
+        if not self._has_lr:
+            return
+        lr = self.param_groups[0]["lr"]
+        current = tree_get_all(self.transform_state, "lr")[0]
+        if float(current) != float(lr):
+            self.transform_state = tree_set(self.transform_state, lr=lr)
+
+    # -- stepping ------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """One update; ``closure`` (optional) recomputes the loss and its gradient."""
+        parameters = self.param_groups[0]["params"]
+        extra: dict[str, Any] = {}
+        loss = None
+        if closure is not None:
+            objective = ClosureObjective(closure, self._names, parameters)
+            if self.transform.needs_gradient:
+                with torch.enable_grad():
+                    loss = closure()
+            else:
+                loss = objective(self._params_tree())
+            extra["loss_fn"] = objective
+            extra["value"] = objective._loss(loss).detach()
+        self._sync_lr()
+        grads = self._grads_tree() if self.transform.needs_gradient else None
+        updates, self.transform_state = self.transform.update(
+            grads, self.transform_state, self._params_tree(), **extra
+        )
+        torch._foreach_add_(list(parameters), tree_leaves(updates))
+        return loss
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        leaves = tree_leaves(self.transform_state)
+        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        group["params"] = list(range(len(self._names)))
+        group["names"] = list(self._names)
+        return {
+            "state": {"transform": [leaf.clone() for leaf in leaves]},
+            "param_groups": [group],
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        leaves, spec = tree_flatten(self.transform_state)
+        saved = state_dict["state"]["transform"]
+        if len(saved) != len(leaves):
+            raise ValueError(
+                f"the saved state has {len(saved)} tensors, this transform's state {len(leaves)}; "
+                "was it saved from the same transform?"
+            )
+        for index, (old, new) in enumerate(zip(leaves, saved)):
+            if old.shape != new.shape:
+                raise ValueError(
+                    f"saved state tensor {index} has shape {tuple(new.shape)}, expected {tuple(old.shape)}"
+                )
+        self.transform_state = tree_unflatten(
+            [new.to(device=old.device, dtype=old.dtype).clone() for old, new in zip(leaves, saved)], spec
+        )
+        group = state_dict["param_groups"][0]
+        for key, value in group.items():
+            if key not in ("params", "names"):
+                self.param_groups[0][key] = value

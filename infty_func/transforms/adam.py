@@ -1,0 +1,89 @@
+"""Adam's scaling (Kingma & Ba, 2015), with AMSGrad (Reddi et al., 2018)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from infty_func.core.base import GradientTransformation
+from infty_func.core.tree import PyTree, tree_flatten, tree_unflatten, tree_zeros_like, use_foreach
+
+__all__ = ["scale_by_adam", "ScaleByAdamState"]
+
+
+class ScaleByAdamState(NamedTuple):
+    count: Tensor  # int64
+    mu: PyTree  # first moment
+    nu: PyTree  # second moment
+    nu_max: PyTree  # running maximum of nu (AMSGrad); an empty tuple without it
+
+
+def scale_by_adam(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, amsgrad: bool = False
+) -> GradientTransformation:
+    """Adam's direction ``m̂ / (sqrt(v̂) + eps)``, as ``torch.optim.Adam`` computes it.
+
+    ``m ← b1·m + (1-b1)·g``, ``v ← b2·v + (1-b2)·g²``, ``m̂ = m/(1-b1ᵗ)``,
+    ``v̂ = v/(1-b2ᵗ)`` (Kingma & Ba, 2015, Algorithm 1). With ``amsgrad`` the denominator
+    uses the running maximum of ``v`` (Reddi et al., 2018), as torch does (the maximum is
+    taken before bias correction). No learning rate: chain with
+    :func:`scale_by_learning_rate`.
+    """
+    for name, beta in (("b1", b1), ("b2", b2)):
+        if isinstance(beta, (int, float)) and not 0.0 <= beta < 1.0:
+            raise ValueError(f"scale_by_adam: {name} must be in [0, 1), got {beta}")
+    if isinstance(eps, (int, float)) and eps < 0:
+        raise ValueError(f"scale_by_adam: eps must be >= 0, got {eps}")
+
+    def init_fn(params):
+        return ScaleByAdamState(
+            count=torch.zeros((), dtype=torch.int64),
+            mu=tree_zeros_like(params),
+            nu=tree_zeros_like(params),
+            nu_max=tree_zeros_like(params) if amsgrad else (),
+        )
+
+    def update_fn(updates, state, params=None, **extra):
+        del params, extra
+        count = state.count + 1
+        grads, spec = tree_flatten(updates)
+        mu, _ = tree_flatten(state.mu)
+        nu, _ = tree_flatten(state.nu)
+        nu_max, _ = tree_flatten(state.nu_max) if amsgrad else ([], None)
+        t = count.to(torch.float64)
+        # Scalars in float64 tensors: exact for float64 parameters, vmappable over counts.
+        bias1 = 1.0 - torch.as_tensor(b1, dtype=torch.float64) ** t
+        bias2_sqrt = torch.sqrt(1.0 - torch.as_tensor(b2, dtype=torch.float64) ** t)
+        if use_foreach(grads, mu, nu) and not isinstance(b1, Tensor) and not isinstance(b2, Tensor):
+            new_mu = torch._foreach_lerp(mu, grads, 1.0 - b1)
+            new_nu = torch._foreach_mul(nu, b2)
+            torch._foreach_addcmul_(new_nu, grads, grads, 1.0 - b2)
+            if amsgrad:
+                new_max = torch._foreach_maximum(nu_max, new_nu)
+                denom = torch._foreach_sqrt(new_max)
+            else:
+                new_max = nu_max
+                denom = torch._foreach_sqrt(new_nu)
+            torch._foreach_div_(denom, bias2_sqrt)
+            torch._foreach_add_(denom, eps)
+            torch._foreach_mul_(denom, bias1)
+            out = torch._foreach_div(new_mu, denom)
+        else:
+            new_mu = [m + (1.0 - b1) * (g - m) for m, g in zip(mu, grads)]
+            new_nu = [b2 * v + (1.0 - b2) * g * g for v, g in zip(nu, grads)]
+            new_max = [torch.maximum(a, v) for a, v in zip(nu_max, new_nu)] if amsgrad else nu_max
+            second = new_max if amsgrad else new_nu
+            out = [
+                m / ((torch.sqrt(v) / bias2_sqrt + eps) * bias1) for m, v in zip(new_mu, second)
+            ]
+        new_state = ScaleByAdamState(
+            count=count,
+            mu=tree_unflatten(new_mu, spec),
+            nu=tree_unflatten(new_nu, spec),
+            nu_max=tree_unflatten(new_max, spec) if amsgrad else (),
+        )
+        return tree_unflatten(out, spec), new_state
+
+    return GradientTransformation(init_fn, update_fn)

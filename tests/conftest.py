@@ -1,0 +1,47 @@
+"""Shared fixtures: a small float64 MLP, its functional loss, and deterministic batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+
+def make_mlp(seed: int = 0, sizes=(6, 16, 4), dtype=torch.float64) -> nn.Module:
+    torch.manual_seed(seed)
+    layers = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(fan_in, fan_out), nn.Tanh()]
+    return nn.Sequential(*layers[:-1]).to(dtype)
+
+
+def make_batches(count: int, seed: int = 1, batch: int = 12, features: int = 6, classes: int = 4, dtype=torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        (
+            torch.randn(batch, features, generator=generator, dtype=dtype),
+            torch.randint(0, classes, (batch,), generator=generator),
+        )
+        for _ in range(count)
+    ]
+
+
+def params_of(model: nn.Module) -> dict:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def loss_fn_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    def loss_fn(params):
+        return nn.functional.cross_entropy(functional_call(model, params, (x,)), y)
+
+    return loss_fn
+
+
+def max_abs_diff(a: dict, b: dict) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.fixture
+def mlp():
+    return make_mlp()
