@@ -1,0 +1,27 @@
+"""Command line: ``python -m infty_func demo [--out DIR] [--seeds N] [--epochs N] [--methods a,b]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infty_func")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="continual learning on Split-Digits, all seeds at once with vmap")
+    demo.add_argument("--out", default="workdirs/demo", help="folder for results.json and accuracy.png")
+    demo.add_argument("--seeds", type=int, default=5)
+    demo.add_argument("--epochs", type=int, default=10, help="epochs per task")
+    demo.add_argument("--methods", default=None, help="comma-separated names from the registry (default: all)")
+    demo.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from infty_func.demo import run_demo
+
+        methods = args.methods.split(",") if args.methods else None
+        run_demo(args.out, methods, args.seeds, args.epochs, args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,18 @@
+"""The methods the demo compares: one line each, name -> factory of a transform.
+
+A factory takes no argument and returns a fresh ``GradientTransformation`` that outputs
+updates (learning rate included). Methods that re-evaluate the loss get ``loss_fn`` from
+``ifn.step``; nothing else is needed to add them here.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import infty_func as ifn
+
+METHODS: dict[str, Callable[[], ifn.GradientTransformation]] = {
+    "sgd": lambda: ifn.sgd(0.1),
+    "sgd_momentum": lambda: ifn.sgd(0.05, momentum=0.9),
+    "adam": lambda: ifn.adam(1e-3),
+}
