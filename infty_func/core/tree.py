@@ -125,6 +125,9 @@ def tree_scale(tree: PyTree, factor: float | Tensor) -> PyTree:
     leaves, spec = tree_flatten(tree)
     if use_foreach(leaves) and not is_functorch_wrapped(factor):
         return tree_unflatten(torch._foreach_mul(leaves, factor), spec)
+    if isinstance(factor, Tensor):
+        # Match each leaf's dtype: a batched float64 factor would widen the whole product.
+        return tree_unflatten([leaf * factor.to(leaf.dtype) for leaf in leaves], spec)
     return tree_unflatten([leaf * factor for leaf in leaves], spec)
 
 

@@ -71,12 +71,18 @@ def scale_by_adam(
             torch._foreach_mul_(denom, bias1)
             out = torch._foreach_div(new_mu, denom)
         else:
-            new_mu = [m + (1.0 - b1) * (g - m) for m, g in zip(mu, grads)]
-            new_nu = [b2 * v + (1.0 - b2) * g * g for v, g in zip(nu, grads)]
+            # One op per leaf (inside torch.func transforms); fused ops keep the passes few.
+            new_mu = [torch.lerp(m, g, 1.0 - b1) for m, g in zip(mu, grads)]
+            new_nu = [torch.addcmul(v * b2, g, g, value=1.0 - b2) for v, g in zip(nu, grads)]
             new_max = [torch.maximum(a, v) for a, v in zip(nu_max, new_nu)] if amsgrad else nu_max
             second = new_max if amsgrad else new_nu
+            # Per-member scalars in the leaves' dtype: a batched float64 scalar would
+            # push the whole elementwise computation to float64.
+            step_size = [(1.0 / bias1).to(m.dtype) for m in new_mu]
+            bias2 = [bias2_sqrt.to(m.dtype) for m in new_mu]
             out = [
-                m / ((torch.sqrt(v) / bias2_sqrt + eps) * bias1) for m, v in zip(new_mu, second)
+                torch.div(m, torch.sqrt(v).div_(c2).add_(eps)).mul_(c1)
+                for m, v, c1, c2 in zip(new_mu, second, step_size, bias2)
             ]
         new_state = ScaleByAdamState(
             count=count,
