@@ -10,7 +10,8 @@ batched predicate runs both branches and selects element-wise with ``torch.where
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -12,7 +12,7 @@ builds such objects from closures), :func:`value_and_grad` calls it instead of
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

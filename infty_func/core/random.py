@@ -17,7 +17,7 @@ use both outputs of the Box–Muller transform, with 24-bit uniforms.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

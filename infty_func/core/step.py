@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from infty_func.core.base import GradientTransformation, Params, State, apply_updates
 from infty_func.core.objective import evaluate, value_and_derivative

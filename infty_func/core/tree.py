@@ -8,7 +8,8 @@ transforms, where the foreach kernels have no batching rule.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree

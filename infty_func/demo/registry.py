@@ -7,7 +7,7 @@ updates (learning rate included). Methods that re-evaluate the loss get ``loss_f
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import infty_func as ifn
 

@@ -9,8 +9,8 @@ is swapped for the given tensors around the call and swapped back after, as are 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor

@@ -7,7 +7,7 @@ Each alias reproduces the corresponding ``torch.optim`` class update for update 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor
 

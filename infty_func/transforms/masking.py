@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from infty_func.core.base import EmptyState, GradientTransformation
 from infty_func.core.tree import PyTree, tree_flatten, tree_leaves, tree_unflatten, tree_zeros_like

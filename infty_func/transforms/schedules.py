@@ -8,7 +8,7 @@ batch of counts gives a batch of values. Python ints are accepted too.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor

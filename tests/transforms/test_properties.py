@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import stack_module_state, vmap
 
 import infty_func as ifn
 from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
