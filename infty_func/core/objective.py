@@ -16,9 +16,10 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torch._C import _functorch
 from torch.func import grad, jvp, vjp, vmap
 
-from infty_func.core.tree import PyTree, tree_map
+from infty_func.core.tree import PyTree, tree_flatten, tree_map, tree_unflatten
 
 __all__ = [
     "value_and_grad",
@@ -123,17 +124,72 @@ def _pullback_rows(pullback: Callable, values: Tensor) -> PyTree:
     return jac
 
 
+def _inside_functorch() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, jvp, ...) is active."""
+    return _functorch.peek_interpreter_stack() is not None
+
+
+def _autograd_value_and_derivative(loss_fn: Callable, params: PyTree):
+    """Plain-autograd twin of the ``torch.func`` path, used outside every transform.
+
+    ``torch.func.vjp`` adds about half a backward pass of bookkeeping on small models
+    (measured on the 2-core machine: 0.64 ms vs 0.43 ms on a 100k-parameter MLP); a
+    leaf-requiring-grad forward and ``torch.autograd.grad`` give the same numbers without
+    it. It cannot run inside vmap or grad, where the ``torch.func`` path takes over.
+    """
+    leaves, spec = tree_flatten(params)
+    with torch.enable_grad():
+        inputs = [leaf.detach().requires_grad_(leaf.is_floating_point()) for leaf in leaves]
+        value, _ = _with_aux(loss_fn, None)(tree_unflatten(inputs, spec))
+        if value.dim() > 1:
+            raise ValueError(
+                "loss_fn must return a scalar or a 1-D tensor of losses, got shape "
+                f"{tuple(value.shape)}"
+            )
+        wrt = [x for x in inputs if x.requires_grad]
+        if value.dim() == 0:
+            found = list(torch.autograd.grad(value, wrt, allow_unused=True)) if value.requires_grad else [None] * len(wrt)
+            derivative = []
+            for x in inputs:
+                g = found.pop(0) if x.requires_grad else None
+                derivative.append(torch.zeros_like(x) if g is None else g)
+        else:
+            m = value.shape[0]
+            basis = torch.eye(m, dtype=value.dtype, device=value.device)
+            rows = [
+                torch.autograd.grad(value, wrt, basis[i], retain_graph=i < m - 1, allow_unused=True)
+                if value.requires_grad
+                else [None] * len(wrt)
+                for i in range(m)
+            ]
+            derivative = []
+            position = 0
+            for x in inputs:
+                if x.requires_grad:
+                    column = [row[position] for row in rows]
+                    position += 1
+                    derivative.append(
+                        torch.stack([torch.zeros_like(x) if g is None else g for g in column])
+                    )
+                else:
+                    derivative.append(torch.zeros((m, *x.shape), dtype=x.dtype, device=x.device))
+    return value.detach(), tree_unflatten(derivative, spec)
+
+
 def value_and_derivative(loss_fn: Callable) -> Callable:
     """``f(params) -> (value, derivative)``, aux dropped, from one forward pass.
 
     The derivative is the gradient pytree for a scalar loss and the Jacobian pytree for a
-    1-D tensor of losses.
+    1-D tensor of losses. Outside ``torch.func`` transforms it uses plain autograd (same
+    numbers, less overhead); inside them, ``torch.func.vjp``.
     """
 
     def value_and_derivative_fn(params):
         if hasattr(loss_fn, "value_and_grad"):
             value, derivative = loss_fn.value_and_grad(params)
             return (value[0] if isinstance(value, tuple) else value), derivative
+        if not _inside_functorch():
+            return _autograd_value_and_derivative(loss_fn, params)
         value, pullback, _ = vjp(_with_aux(loss_fn, None), params, has_aux=True)
         if value.dim() == 0:
             (derivative,) = pullback(torch.ones_like(value))

@@ -184,3 +184,29 @@ def test_schedules_run_under_vmap_over_counts():
     counts = torch.arange(7)
     batched = vmap(schedule)(counts)
     torch.testing.assert_close(batched, torch.stack([schedule(c) for c in counts]))
+
+
+@pytest.mark.parametrize("losses", [1, 2, 5])
+def test_plain_autograd_and_torch_func_paths_agree(monkeypatch, losses):
+    from infty_func.core import objective
+
+    weights = {"w": torch.randn(4, 3, dtype=torch.float64), "b": torch.randn(3, dtype=torch.float64)}
+    x = torch.randn(6, 4, dtype=torch.float64)
+
+    def loss_fn(p):
+        out = torch.tanh(x @ p["w"] + p["b"])
+        per = torch.stack([out[:, i % 3].pow(i + 1).mean() for i in range(losses)])
+        return per[0] if losses == 1 else per
+
+    fast_value, fast = objective.value_and_derivative(loss_fn)(weights)
+    monkeypatch.setattr(objective, "_inside_functorch", lambda: True)
+    func_value, reference = objective.value_and_derivative(loss_fn)(weights)
+    torch.testing.assert_close(fast_value, func_value, rtol=0, atol=1e-14)
+    for key in weights:
+        torch.testing.assert_close(fast[key], reference[key], rtol=0, atol=1e-14)
+
+
+def test_a_parameter_outside_the_loss_gets_a_zero_gradient():
+    params = {"used": torch.ones(2), "unused": torch.ones(3)}
+    _, grads = ifn.value_and_derivative(lambda p: p["used"].sum())(params)
+    assert torch.equal(grads["unused"], torch.zeros(3)) and torch.equal(grads["used"], torch.ones(2))
