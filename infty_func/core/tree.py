@@ -286,18 +286,3 @@ def tree_set(tree: PyTree, **values: Any) -> PyTree:
         raise KeyError(f"no field named {sorted(missing)} in the state")
     return result
 
-
-def leaf_paths(tree: PyTree) -> list[str]:
-    """Dotted names of the leaves, in flattening order (``"layer.weight"`` for dict keys)."""
-    paths, _ = pytree.tree_flatten_with_path(tree)
-    names = []
-    for path, _leaf in paths:
-        parts = []
-        for entry in path:
-            for attr in ("key", "idx", "name"):
-                if hasattr(entry, attr):
-                    parts.append(str(getattr(entry, attr)))
-                    break
-        names.append(".".join(parts))
-    return names
-
