@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -49,8 +50,6 @@ def train_continual(
     All seeds run in one vmapped step: parameters, optimizer states and mini-batches carry
     a leading seed axis. Seeds differ in initialisation and in the order of their batches.
     """
-    import time
-
     start = time.perf_counter()
     transform = transform_factory()
     params = [init_mlp((64, hidden, 10), seed) for seed in seeds]

@@ -210,3 +210,17 @@ def test_a_parameter_outside_the_loss_gets_a_zero_gradient():
     params = {"used": torch.ones(2), "unused": torch.ones(3)}
     _, grads = ifn.value_and_derivative(lambda p: p["used"].sum())(params)
     assert torch.equal(grads["unused"], torch.zeros(3)) and torch.equal(grads["used"], torch.ones(2))
+
+
+def test_value_and_grad_with_aux_is_the_same_on_both_paths(monkeypatch):
+    from infty_func.core import objective
+
+    params = {"w": torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)}
+    loss_fn = lambda p: ((p["w"] ** 3).sum(), p["w"] * 2)  # noqa: E731
+    (fast_value, fast_aux), fast = ifn.value_and_grad(loss_fn)(params)
+    assert not fast_aux.requires_grad
+    monkeypatch.setattr(objective, "_inside_functorch", lambda: True)
+    (value, aux), reference = ifn.value_and_grad(loss_fn)(params)
+    torch.testing.assert_close(fast_value, value, rtol=0, atol=0)
+    torch.testing.assert_close(fast_aux, aux, rtol=0, atol=0)
+    torch.testing.assert_close(fast["w"], reference["w"], rtol=0, atol=0)
