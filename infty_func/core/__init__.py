@@ -13,12 +13,15 @@ from infty_func.core.base import (
     named_chain,
     stateless,
 )
+from infty_func.core.batch_norm import freeze_batch_norm_when_perturbed, frozen_batch_norm
 from infty_func.core.control import cond, is_batched
 from infty_func.core.objective import (
     evaluate,
     hvp,
     hvp_operator,
     jacobian,
+    perturbed,
+    require_loss_fn,
     value_and_derivative,
     value_and_grad,
 )
@@ -41,6 +44,10 @@ __all__ = [
     "cond",
     "is_batched",
     "evaluate",
+    "freeze_batch_norm_when_perturbed",
+    "frozen_batch_norm",
+    "perturbed",
+    "require_loss_fn",
     "hvp",
     "hvp_operator",
     "jacobian",

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 from torch import Tensor
 from torch._C import _functorch
@@ -28,6 +30,8 @@ __all__ = [
     "hvp",
     "hvp_operator",
     "evaluate",
+    "perturbed",
+    "require_loss_fn",
     "LOOP_JACOBIAN_BELOW",
 ]
 
@@ -239,3 +243,27 @@ def hvp_operator(loss_fn: Callable, params: PyTree) -> Callable[[PyTree], PyTree
         return product
 
     return operator
+
+
+def perturbed(loss_fn: Callable) -> AbstractContextManager:
+    """The context to enter while evaluating ``loss_fn`` away from the current parameters.
+
+    Objectives with a ``perturbed()`` method (see
+    :func:`~infty_func.freeze_batch_norm_when_perturbed`) use it to keep module state such
+    as batch-norm running statistics out of those evaluations; for others it does nothing.
+    """
+    enter = getattr(loss_fn, "perturbed", None)
+    return enter() if callable(enter) else nullcontext()
+
+
+def require_loss_fn(loss_fn: Callable | None, method: str) -> Callable:
+    """``loss_fn``, or a ``ValueError`` that names ``method`` and says how to pass it."""
+    if loss_fn is None:
+        raise ValueError(
+            f"{method} re-evaluates the objective and needs loss_fn: call "
+            f"update(grads, state, params, loss_fn=loss_fn), use ifn.step(transform, state, "
+            f"params, loss_fn), or step a TransformOptimizer with a closure"
+        )
+    if not callable(loss_fn):
+        raise TypeError(f"{method}: loss_fn must be callable, got {type(loss_fn).__name__}")
+    return loss_fn

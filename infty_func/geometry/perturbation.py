@@ -1,0 +1,99 @@
+"""The pieces every geometry method is made of: the ascent step to a perturbed point, the
+gradient there, and the three probes GAM and C-Flat share.
+
+All of them follow the reference's numerics (``infty.optim.InftyBaseOptimizer``): norms
+get ``eps`` added before dividing, and the adaptive (ASAM) variant measures the gradient in
+the ``|w|``-weighted norm but moves along ``w² ⊙ g``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from infty_func.core.objective import perturbed, value_and_grad
+from infty_func.core.tree import PyTree, tree_add, tree_map, tree_mul, tree_norm, tree_scale, tree_sub
+from infty_func.transforms.scale import schedule_value
+
+__all__ = ["radius", "ascent_perturbation", "gradient_at", "FlatnessProbes", "flatness_probes", "require_params"]
+
+Radius = float | Tensor | Callable[[Tensor], Tensor]
+
+
+def radius(rho: Radius, count: Tensor, method: str) -> float | Tensor:
+    """The neighbourhood radius at this step: ``rho`` itself, or ``rho(count)`` for a
+    schedule (the functional form of the reference's ``rho_scheduler``)."""
+    if callable(rho):
+        return schedule_value(rho, count, method)
+    return rho
+
+
+def require_params(params: PyTree | None, method: str) -> PyTree:
+    if params is None:
+        raise ValueError(
+            f"{method} perturbs the parameters and needs them: call update(grads, state, params, loss_fn=...)"
+        )
+    return params
+
+
+def ascent_perturbation(grads: PyTree, params: PyTree, rho: float | Tensor, adaptive: bool, eps: float) -> PyTree:
+    """``e = rho · T² g / (‖T g‖ + eps)``, the step to the worst point of the ``rho``-ball.
+
+    ``T = I`` gives SAM (Foret et al. 2021, eq. 2). ``adaptive=True`` gives ASAM (Kwon et
+    al. 2021, eq. 9) with ``T = diag|w|``: the norm is taken of ``|w| ⊙ g`` and the step is
+    ``w² ⊙ g`` scaled, the square the reference applies (``torch.pow(p, 2)``).
+    """
+    if adaptive:
+        magnitudes = tree_map(torch.abs, params)
+        scale = rho / (tree_norm(tree_mul(magnitudes, grads)) + eps)
+        return tree_mul(tree_scale(grads, scale), tree_mul(params, params))
+    scale = rho / (tree_norm(grads) + eps)
+    return tree_scale(grads, scale)
+
+
+def gradient_at(loss_fn: Callable, point: PyTree) -> PyTree:
+    """The gradient of ``loss_fn`` at a perturbed ``point`` (one forward and one backward),
+    inside ``ifn.perturbed(loss_fn)`` so module state such as batch-norm statistics can be
+    kept out of it."""
+    with perturbed(loss_fn):
+        _, grads = value_and_grad(loss_fn)(point)
+    return grads
+
+
+class FlatnessProbes(NamedTuple):
+    """The three gradients of GAM's and C-Flat's first-order flatness step."""
+
+    sharpness: PyTree  # ∇f(w + e₀): the SAM gradient (zeroth-order sharpness)
+    ascent: PyTree  # ∇f(w + e₁): at the point reached by gradient-norm ascent
+    flatness: PyTree  # ∇f(w + e₁ + e₂): one SAM step further from there
+
+
+def flatness_probes(
+    loss_fn: Callable,
+    grads: PyTree,
+    params: PyTree,
+    rho: float | Tensor,
+    norm_rho: float | Tensor,
+    adaptive: bool,
+    eps: float,
+) -> FlatnessProbes:
+    """Three gradient evaluations that approximate the gradient of the first-order
+    flatness ``ρ·max_{‖e‖≤ρ} ‖∇f(w + e)‖`` (Zhang et al. 2023, GAM, Alg. 1; Bian et al.
+    2024, C-Flat, Alg. 1).
+
+    1. ``e₀`` = SAM step from ``g = ∇f(w)``; ``g₁ = ∇f(w + e₀)``.
+    2. ``g₁ − g ≈ ρ H g/‖g‖`` is, up to scale, the gradient of ``‖∇f‖``; step along it by
+       ``norm_rho``: ``e₁``; ``h = ∇f(w + e₁)``.
+    3. a SAM step of radius ``rho`` from ``w + e₁`` along ``h``: ``e₂``;
+       ``g₃ = ∇f(w + e₁ + e₂)``.
+    """
+    sharpness = gradient_at(loss_fn, tree_add(params, ascent_perturbation(grads, params, rho, adaptive, eps)))
+    difference = tree_sub(sharpness, grads)
+    ascended = tree_add(params, ascent_perturbation(difference, params, norm_rho, adaptive, eps))
+    ascent = gradient_at(loss_fn, ascended)
+    further = tree_add(ascended, ascent_perturbation(ascent, ascended, rho, adaptive, eps))
+    flatness = gradient_at(loss_fn, further)
+    return FlatnessProbes(sharpness, ascent, flatness)
