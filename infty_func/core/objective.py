@@ -13,7 +13,6 @@ builds such objects from closures), :func:`value_and_grad` calls it instead of
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -53,10 +52,7 @@ def _with_aux(loss_fn: Callable, has_aux: bool | None) -> Callable[[PyTree], tup
         if isinstance(out, tuple):
             return out[0], ((out[1] if len(out) == 2 else out[1:]),)
         if has_aux:
-            raise ValueError(
-                "has_aux=True but loss_fn returned a single "
-                f"{type(out).__name__}; return (loss, aux)"
-            )
+            raise ValueError(f"has_aux=True but loss_fn returned a single {type(out).__name__}; return (loss, aux)")
         return out, ()
 
     return wrapped
@@ -82,8 +78,7 @@ def value_and_grad(loss_fn: Callable, has_aux: bool | None = None) -> Callable:
     def scalar_only(value):
         if value.dim() != 0:
             raise ValueError(
-                f"value_and_grad needs a scalar loss, got shape {tuple(value.shape)}; "
-                "for several losses use ifn.jacobian"
+                f"value_and_grad needs a scalar loss, got shape {tuple(value.shape)}; for several losses use ifn.jacobian"
             )
 
     def value_and_grad_fn(params):
@@ -114,10 +109,7 @@ def jacobian(loss_fn: Callable, has_aux: bool | None = None) -> Callable:
     def jacobian_fn(params):
         values, pullback, aux = vjp(fn, params, has_aux=True)
         if values.dim() != 1:
-            raise ValueError(
-                f"jacobian needs loss_fn to return a 1-D tensor of m losses, got shape "
-                f"{tuple(values.shape)}"
-            )
+            raise ValueError(f"jacobian needs loss_fn to return a 1-D tensor of m losses, got shape {tuple(values.shape)}")
         jac = _pullback_rows(pullback, values)
         return _package(values.detach(), aux, has_aux), jac
 
@@ -154,10 +146,7 @@ def _autograd_value_and_derivative(loss_fn: Callable, params: PyTree, has_aux: b
         inputs = [leaf.detach().requires_grad_(leaf.is_floating_point()) for leaf in leaves]
         value, box = _with_aux(loss_fn, has_aux)(tree_unflatten(inputs, spec))
         if value.dim() > 1:
-            raise ValueError(
-                "loss_fn must return a scalar or a 1-D tensor of losses, got shape "
-                f"{tuple(value.shape)}"
-            )
+            raise ValueError(f"loss_fn must return a scalar or a 1-D tensor of losses, got shape {tuple(value.shape)}")
         wrt = [x for x in inputs if x.requires_grad]
 
         def pullback(cotangent, retain):
@@ -201,10 +190,7 @@ def value_and_derivative(loss_fn: Callable) -> Callable:
         elif value.dim() == 1:
             derivative = _pullback_rows(pullback, value)
         else:
-            raise ValueError(
-                "loss_fn must return a scalar or a 1-D tensor of losses, got shape "
-                f"{tuple(value.shape)}"
-            )
+            raise ValueError(f"loss_fn must return a scalar or a 1-D tensor of losses, got shape {tuple(value.shape)}")
         return value.detach(), derivative
 
     return value_and_derivative_fn

@@ -100,5 +100,3 @@ def c_flat(
         return new_updates, CFlatState(state.count + 1, threshold)
 
     return GradientTransformation(init_fn, update_fn)
-
-

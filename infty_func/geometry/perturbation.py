@@ -33,9 +33,7 @@ def radius(rho: Radius, count: Tensor, method: str) -> float | Tensor:
 
 def require_params(params: PyTree | None, method: str) -> PyTree:
     if params is None:
-        raise ValueError(
-            f"{method} perturbs the parameters and needs them: call update(grads, state, params, loss_fn=...)"
-        )
+        raise ValueError(f"{method} perturbs the parameters and needs them: call update(grads, state, params, loss_fn=...)")
     return params
 
 

@@ -1,6 +1,7 @@
-"""``torch.optim`` adapters."""
+"""``torch.optim`` adapters: any transform as an optimizer, and INFTY's classes."""
 
 from infty_func.optim.closure_objective import ClosureObjective
+from infty_func.optim.infty_geometry import GAM, GSAM, SAM, C_Flat, InftyGeometryOptimizer, LookSAM
 from infty_func.optim.transform_optimizer import TransformOptimizer
 
-__all__ = ["TransformOptimizer", "ClosureObjective"]
+__all__ = ["TransformOptimizer", "ClosureObjective", "InftyGeometryOptimizer", "SAM", "GSAM", "GAM", "LookSAM", "C_Flat"]

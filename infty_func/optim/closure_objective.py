@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from infty_func.core.batch_norm import frozen_batch_norm
 
 
 def _accepts_backward(closure: Callable) -> bool:
@@ -31,14 +33,32 @@ class ClosureObjective:
     ``closure(backward=True)``) is called with ``backward=False`` for value-only
     evaluations, which then build no autograd graph; any other closure runs its backward
     pass even then, and the gradients it leaves are discarded.
+
+    With ``model``, evaluations a transform makes inside ``ifn.perturbed(loss_fn)`` leave
+    the model's batch-norm running statistics untouched. ``loss_of`` turns what the
+    closure returns into the scalar loss (INFTY closures return ``(logits, loss_list)``);
+    by default a tuple's first element, or the value itself.
     """
 
-    def __init__(self, closure: Callable, names: Sequence[str], parameters: Sequence[Tensor]):
+    def __init__(
+        self,
+        closure: Callable,
+        names: Sequence[str],
+        parameters: Sequence[Tensor],
+        model: nn.Module | None = None,
+        loss_of: Callable | None = None,
+    ):
         self.closure = closure
         self.names = list(names)
         self.parameters = list(parameters)
+        self.model = model
+        self.loss_of = loss_of
         self.backward_flag = _accepts_backward(closure)
         self.calls = 0
+
+    def perturbed(self) -> AbstractContextManager:
+        """Freeze the model's batch-norm statistics (when a model was given)."""
+        return frozen_batch_norm(self.model) if self.model is not None else nullcontext()
 
     @contextmanager
     def _at(self, params: dict):
@@ -54,12 +74,12 @@ class ClosureObjective:
                 p.grad = grad
 
     def _loss(self, value) -> Tensor:
-        if isinstance(value, tuple):
+        if self.loss_of is not None:
+            value = self.loss_of(value)
+        elif isinstance(value, tuple):
             value = value[0]
         if not isinstance(value, Tensor):
-            raise TypeError(
-                f"the closure must return the loss as a tensor, got {type(value).__name__}"
-            )
+            raise TypeError(f"the closure must return the loss as a tensor, got {type(value).__name__}")
         return value
 
     def __call__(self, params: dict) -> Tensor:
@@ -78,10 +98,7 @@ class ClosureObjective:
                 p.grad = None
             with torch.enable_grad():
                 value = self._loss(self.closure(backward=True) if self.backward_flag else self.closure())
-            grads = {
-                name: (p.grad if p.grad is not None else torch.zeros_like(p))
-                for name, p in zip(self.names, self.parameters)
-            }
+            grads = {name: (p.grad if p.grad is not None else torch.zeros_like(p)) for name, p in zip(self.names, self.parameters)}
         return value.detach(), grads
 
     def jacobian(self, params: dict):

@@ -23,8 +23,7 @@ def _split_named(params: Any) -> tuple[list[str], list[Tensor], dict]:
     if items and isinstance(items[0], dict):
         if len(items) > 1:
             raise ValueError(
-                "TransformOptimizer takes one parameter group; for per-group "
-                "hyperparameters use ifn.partition inside the transform"
+                "TransformOptimizer takes one parameter group; for per-group hyperparameters use ifn.partition inside the transform"
             )
         options = {k: v for k, v in items[0].items() if k != "params"}
         items = list(items[0]["params"])
@@ -58,20 +57,22 @@ class TransformOptimizer(torch.optim.Optimizer):
     * When the transform keeps exactly one learning rate in its state (every alias does),
       it appears as ``param_groups[0]["lr"]``; a value set there, by hand or by any
       ``torch.optim.lr_scheduler``, reaches the transform at the next step.
+    * With ``model=``, the re-evaluations a transform makes away from the current
+      parameters (SAM's ascent point, zeroth-order probes) leave the model's batch-norm
+      running statistics untouched, as ``infty`` does.
     * ``state_dict`` / ``load_state_dict`` save and restore the transform's state, so a
       resumed run is bit-identical to an uninterrupted one.
     * Results equal the functional path (``update`` then ``apply_updates``) bit for bit;
       only the final addition runs in place.
     """
 
-    def __init__(self, params: Iterable[Any], transform: GradientTransformation):
+    def __init__(self, params: Iterable[Any], transform: GradientTransformation, model: torch.nn.Module | None = None):
         if not isinstance(transform, GradientTransformation):
-            raise TypeError(
-                f"TransformOptimizer needs a GradientTransformation, got {type(transform).__name__}"
-            )
+            raise TypeError(f"TransformOptimizer needs a GradientTransformation, got {type(transform).__name__}")
         names, tensors, options = _split_named(params)
         super().__init__([{"params": tensors, **options}], {})
         self.transform = transform
+        self.model = model
         self._names = names
         self.transform_state = transform.init(self._params_tree())
         learning_rates = tree_get_all(self.transform_state, "lr")
@@ -106,7 +107,7 @@ class TransformOptimizer(torch.optim.Optimizer):
         extra: dict[str, Any] = {}
         loss = None
         if closure is not None:
-            objective = ClosureObjective(closure, self._names, parameters)
+            objective = ClosureObjective(closure, self._names, parameters, model=self.model)
             if self.transform.needs_gradient:
                 with torch.enable_grad():
                     loss = closure()
@@ -116,9 +117,7 @@ class TransformOptimizer(torch.optim.Optimizer):
             extra["value"] = objective._loss(loss).detach()
         self._sync_lr()
         grads = self._grads_tree() if self.transform.needs_gradient else None
-        updates, self.transform_state = self.transform.update(
-            grads, self.transform_state, self._params_tree(), **extra
-        )
+        updates, self.transform_state = self.transform.update(grads, self.transform_state, self._params_tree(), **extra)
         torch._foreach_add_(list(parameters), tree_leaves(updates))
         return loss
 
@@ -143,9 +142,7 @@ class TransformOptimizer(torch.optim.Optimizer):
             )
         for index, (old, new) in enumerate(zip(leaves, saved)):
             if old.shape != new.shape:
-                raise ValueError(
-                    f"saved state tensor {index} has shape {tuple(new.shape)}, expected {tuple(old.shape)}"
-                )
+                raise ValueError(f"saved state tensor {index} has shape {tuple(new.shape)}, expected {tuple(old.shape)}")
         self.transform_state = tree_unflatten(
             [new.to(device=old.device, dtype=old.dtype).clone() for old, new in zip(leaves, saved)], spec
         )

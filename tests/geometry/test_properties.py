@@ -1,0 +1,132 @@
+"""Properties every geometry transform keeps: vmap over members (and over radii) equals a
+loop, checkpoints resume bit-identically, equal inputs give equal bits, and degenerate
+gradients stay finite."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+from torch.func import vmap
+
+import infty_func as ifn
+from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
+from tests.geometry.catalogue import NAMES, build
+from tests.transforms.test_properties import MEMBERS, stacked_problem
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vmap_over_members_equals_python_loop(name):
+    tx = ifn.chain(build(name), ifn.sgd(0.1, momentum=0.9))
+    base, params, xs, ys = stacked_problem(6)
+
+    def train_step(p, s, x, y):
+        return ifn.step(tx, s, p, loss_fn_for(base, x, y))[:2]
+
+    batched_params, states = params, vmap(tx.init)(params)
+    for t in range(xs.shape[0]):
+        batched_params, states = vmap(train_step)(batched_params, states, xs[t], ys[t])
+
+    for m in range(MEMBERS):
+        p = {k: v[m] for k, v in params.items()}
+        s = tx.init(p)
+        for t in range(xs.shape[0]):
+            p, s = train_step(p, s, xs[t, m], ys[t, m])
+        for key in p:
+            torch.testing.assert_close(batched_params[key][m], p[key], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("factory", [ifn.sam, ifn.gsam, ifn.looksam, ifn.c_flat], ids=lambda f: f.__name__)
+def test_vmap_over_a_batch_of_rho_values_equals_the_loop(factory):
+    # (no rho = 0: LookSAM then rescales a round-off-sized g_v by ‖g‖/1e-8, amplifying round-off)
+    rhos = torch.tensor([0.01, 0.03, 0.05, 0.2], dtype=torch.float64)
+    kwargs = {"k": 2} if factory is ifn.looksam else {}
+    tx = ifn.chain(ifn.inject_hyperparams(factory)(rho=0.1, **kwargs), ifn.sgd(0.1))
+    model = make_mlp()
+    params = params_of(model)
+    batches = make_batches(4)
+
+    def train_step(p, s, x, y):
+        return ifn.step(tx, s, p, loss_fn_for(model, x, y))[:2]
+
+    def with_rho(state, rho):
+        return ifn.tree_set(state, rho=rho)
+
+    stacked = {k: v.expand(len(rhos), *v.shape).clone() for k, v in params.items()}
+    states = vmap(lambda rho: with_rho(tx.init(params), rho))(rhos)
+    for x, y in batches:
+        stacked, states = vmap(train_step, in_dims=(0, 0, None, None))(stacked, states, x, y)
+
+    for index, rho in enumerate(rhos):
+        p, s = params, with_rho(tx.init(params), rho)
+        for x, y in batches:
+            p, s = train_step(p, s, x, y)
+        for key in p:
+            torch.testing.assert_close(stacked[key][index], p[key], rtol=0, atol=1e-12)
+
+
+def adapter_run(name, batches, model=None, opt=None):
+    model = model or make_mlp()
+    opt = opt or ifn.optim.TransformOptimizer(model.named_parameters(), ifn.chain(build(name), ifn.adam(1e-2)))
+    for x, y in batches:
+
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+    return model, opt
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_resume_is_bit_identical(name):
+    batches = make_batches(12, seed=3)
+    uninterrupted, _ = adapter_run(name, batches)
+    model, opt = adapter_run(name, batches[:5])
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer)
+    resumed = make_mlp(seed=99)
+    resumed.load_state_dict(saved["model"])
+    resumed_opt = ifn.optim.TransformOptimizer(resumed.named_parameters(), ifn.chain(build(name), ifn.adam(1e-2)))
+    resumed_opt.load_state_dict(saved["opt"])
+    adapter_run(name, batches[5:], resumed, resumed_opt)
+    for key, value in params_of(uninterrupted).items():
+        assert torch.equal(value, params_of(resumed)[key]), key
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_inputs_give_the_same_bits(name):
+    batches = make_batches(5, seed=4)
+    first, _ = adapter_run(name, batches)
+    second, _ = adapter_run(name, batches)
+    for key, value in params_of(first).items():
+        assert torch.equal(value, params_of(second)[key])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("kind", ["zero", "parallel", "opposite"])
+def test_degenerate_gradients_give_finite_updates(name, kind):
+    """Incoming gradients that are zero, or repeat, or flip, with a loss that is flat
+    (zero) or linear along them: no division by a zero norm leaks a NaN."""
+    tx = build(name)
+    params = params_of(make_mlp())
+    direction = ifn.tree_ones_like(params)
+    if kind == "zero":
+        loss_fn = lambda p: sum(leaf.sum() for leaf in ifn.tree_leaves(p)) * 0.0  # noqa: E731
+        sequence = [ifn.tree_zeros_like(params)] * 4
+    else:
+        sign = 1.0 if kind == "parallel" else -1.0
+        loss_fn = lambda p: sign * sum(leaf.sum() for leaf in ifn.tree_leaves(p))  # noqa: E731
+        sequence = [direction, ifn.tree_scale(direction, 2.0 * sign), direction, ifn.tree_scale(direction, sign)]
+    state = tx.init(params)
+    for grads in sequence:
+        updates, state = tx.update(grads, state, params, loss_fn=loss_fn)
+        assert bool(ifn.tree_all_finite(updates)), name
+        params = ifn.apply_updates(params, ifn.tree_scale(updates, -0.1))
+    assert bool(ifn.tree_all_finite(params))
