@@ -29,7 +29,9 @@ def frozen_batch_norm(model: nn.Module) -> Iterator[None]:
 
     Their momentum is set to 0 (``running = 1·running + 0·batch``) and restored on exit,
     also when the block raises. Normalisation itself still uses the batch statistics in
-    training mode, so losses and gradients are unchanged.
+    training mode, so losses and gradients are unchanged. As in ``infty``,
+    ``num_batches_tracked`` still counts the frozen passes; it only matters for layers
+    built with ``momentum=None`` (a cumulative average), whose later updates it weights.
     """
     layers = [module for module in model.modules() if isinstance(module, _BatchNorm)]
     saved = [layer.momentum for layer in layers]

@@ -15,4 +15,8 @@ METHODS: dict[str, Callable[[], ifn.GradientTransformation]] = {
     "sgd": lambda: ifn.sgd(0.1),
     "sgd_momentum": lambda: ifn.sgd(0.05, momentum=0.9),
     "adam": lambda: ifn.adam(1e-3),
+    "sam": lambda: ifn.chain(ifn.sam(0.05), ifn.sgd(0.05, momentum=0.9)),
+    "gsam": lambda: ifn.chain(ifn.gsam(0.05, alpha=0.2), ifn.sgd(0.05, momentum=0.9)),
+    "looksam": lambda: ifn.chain(ifn.looksam(0.05, k=5, alpha=0.1), ifn.sgd(0.05, momentum=0.9)),
+    "c_flat": lambda: ifn.chain(ifn.c_flat(0.05, lamb=0.2), ifn.sgd(0.05, momentum=0.9)),
 }

@@ -29,8 +29,10 @@ def gsam(rho: Radius = 0.1, alpha: float | Tensor = 0.2, adaptive: bool = False,
         ``g⊥ = g − cos(g, g_s) ‖g‖ · g_s/‖g_s‖``   (the part of ``g`` orthogonal to ``g_s``)
         output ``g_s − alpha · g⊥``
 
-    Descending along ``−g⊥`` lowers the surrogate gap ``f(w + e) − f(w)`` without moving
-    the perturbed loss to first order. Norms get ``eps`` added before dividing, as the
+    A descent step on this output moves the parameters by ``+lr·alpha·g⊥``, which raises
+    ``f(w)`` along the part of its gradient orthogonal to ``g_s`` and leaves the perturbed
+    loss ``f(w + e)`` unchanged to first order: the surrogate gap ``f(w + e) − f(w)``
+    shrinks while the perturbed loss is minimised. Norms get ``eps`` added before dividing, as the
     reference does (``cos = ⟨g, g_s⟩/(‖g‖‖g_s‖ + eps)``).
 
     Args:

@@ -40,7 +40,8 @@ def looksam(
 
     Norms and cosines are taken leaf by leaf (one layer at a time), with 1e-8 added
     before dividing, as the reference does. Before the first SAM step ``g_v = 0`` and the
-    output is ``g``.
+    output is ``g``. With ``rho`` near 0, ``g_s ≈ g`` and ``g_v`` is round-off, which the
+    reuse step still rescales to ``alpha·‖g‖``: use ``looksam`` with a real radius.
 
     Departure from the reference: ``infty.optim.LookSAM`` stores the gradient under one
     key and looks for it under another, so it never builds ``g_v`` and its non-SAM steps
