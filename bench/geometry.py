@@ -7,7 +7,8 @@ For SAM, ASAM, GSAM, GAM, LookSAM (k=5) and C-Flat, on a 100k- and a 5M-paramete
   * the functional path ``ifn.step(ifn.chain(method, ifn.sgd(...)), ...)``,
 and prints each as a multiple of a plain ``nn.Module`` + ``torch.optim.SGD`` step, the
 ratios ours / infty, and the bound ``(1 + extra gradient evaluations) × 1.1`` plain steps.
-A minimal hand-written SAM step is timed as a floor.
+A minimal hand-written SAM step is timed as a floor. Every variant of a method is timed
+round-robin with the plain step, so machine drift hits them alike.
 
 Run: python bench/geometry.py [--repeats N] [--small-only]
 """
@@ -15,7 +16,9 @@ Run: python bench/geometry.py [--repeats N] [--small-only]
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -23,7 +26,7 @@ from torch import nn
 from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_seconds, mlp, parameter_count  # noqa: E402
+from common import mlp, parameter_count  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 
@@ -119,27 +122,46 @@ def functional_step(transform_factory, sizes):
     return step
 
 
+def interleaved_medians(steps: dict, repeats: int, warmup: int = 2) -> dict:
+    """Median seconds per step function, timing them round-robin so that drift in the
+    machine's speed affects all of them alike."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def run(size_name: str, repeats: int) -> None:
     sizes = SIZES[size_name]
     count = parameter_count(mlp(sizes))
-    baseline = median_seconds(plain_sgd_step(sizes), repeats)
-    floor = median_seconds(hand_written_sam_step(sizes), repeats)
-    print(f"\n{size_name} MLP ({count / 1e6:.2f}M parameters), batch {BATCH}; plain SGD step {baseline * 1e3:.2f} ms")
-    print(f"  hand-written minimal SAM: {floor / baseline:.2f}x plain SGD")
+    print(f"\n{size_name} MLP ({count / 1e6:.2f}M parameters), batch {BATCH}")
     columns = ("infty", 9), ("ifn.optim", 11), ("functional", 12), ("bound", 8), ("class/infty", 13), ("func/infty", 12)
     print(f"  {'method':<9}" + "".join(f"{name:>{width}}" for name, width in columns) + "  within bound")
     for name, (cls_name, args, adaptive, factory, extra) in METHODS.items():
-        ours_class = median_seconds(class_step(ifn.optim, cls_name, args, adaptive, sizes), repeats) / baseline
-        ours_functional = median_seconds(functional_step(factory, sizes), repeats) / baseline
+        steps = {"sgd": plain_sgd_step(sizes), "hand": hand_written_sam_step(sizes)}
+        steps["class"] = class_step(ifn.optim, cls_name, args, adaptive, sizes)
+        steps["functional"] = functional_step(factory, sizes)
+        if infty_optim is not None:
+            steps["infty"] = class_step(infty_optim, cls_name, args, adaptive, sizes)
+        seconds = interleaved_medians(steps, repeats)
+        ratio = {key: value / seconds["sgd"] for key, value in seconds.items()}
         bound = (1 + extra) * 1.1
         if infty_optim is not None:
-            reference = median_seconds(class_step(infty_optim, cls_name, args, adaptive, sizes), repeats) / baseline
-            ref_text = f"{reference:>8.2f}x"
-            ratios = f"{ours_class / reference:>12.2f}x{ours_functional / reference:>11.2f}x"
+            ref_text = f"{ratio['infty']:>8.2f}x"
+            ratios = f"{ratio['class'] / ratio['infty']:>12.2f}x{ratio['functional'] / ratio['infty']:>11.2f}x"
         else:
             ref_text, ratios = f"{'-':>9}", f"{'-':>13}{'-':>12}"
-        ok = "yes" if max(ours_class, ours_functional) <= bound else "NO"
-        print(f"  {name:<9}{ref_text}{ours_class:>10.2f}x{ours_functional:>11.2f}x{bound:>7.2f}x{ratios}  {ok}")
+        ok = "yes" if max(ratio["class"], ratio["functional"]) <= bound else "NO"
+        print(
+            f"  {name:<9}{ref_text}{ratio['class']:>10.2f}x{ratio['functional']:>11.2f}x{bound:>7.2f}x{ratios}  {ok}"
+            f"   (plain SGD {seconds['sgd'] * 1e3:.2f} ms, hand-written SAM {ratio['hand']:.2f}x)"
+        )
 
 
 def main() -> None:

@@ -133,9 +133,14 @@ def tree_scale(tree: PyTree, factor: float | Tensor) -> PyTree:
 
 
 def tree_add_scaled(a: PyTree, factor: float | Tensor, b: PyTree) -> PyTree:
-    """``a + factor * b``."""
+    """``a + factor * b``, one pass over the leaves (a fused multiply-add)."""
     if isinstance(factor, Tensor):
-        return tree_add(a, tree_scale(b, factor))
+        leaves_a, spec = tree_flatten(a)
+        leaves_b = tree_leaves(b)
+        if use_foreach(leaves_a, leaves_b) and not is_functorch_wrapped(factor):
+            factors = [factor.to(x.dtype) for x in leaves_a]
+            return tree_unflatten(torch._foreach_addcmul(leaves_a, leaves_b, factors), spec)
+        return tree_unflatten([torch.addcmul(x, y, factor.to(x.dtype)) for x, y in zip(leaves_a, leaves_b)], spec)
     return _binary(
         a,
         b,
@@ -147,7 +152,8 @@ def tree_add_scaled(a: PyTree, factor: float | Tensor, b: PyTree) -> PyTree:
 def tree_vdot(a: PyTree, b: PyTree) -> Tensor:
     """The inner product ``sum_leaves <a, b>``, as a 0-d tensor."""
     leaves_a, leaves_b = tree_leaves(a), tree_leaves(b)
-    parts = [torch.sum(x * y) for x, y in zip(leaves_a, leaves_b)]
+    # dot reads both leaves once; sum(x * y) would also write a leaf-sized temporary
+    parts = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(leaves_a, leaves_b)]
     return torch.stack(parts).sum() if parts else torch.zeros(())
 
 

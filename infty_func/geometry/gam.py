@@ -9,7 +9,7 @@ from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
 from infty_func.core.objective import require_loss_fn
-from infty_func.core.tree import tree_add, tree_scale
+from infty_func.core.tree import tree_add_scaled, tree_scale
 from infty_func.geometry.perturbation import Radius, flatness_probes, radius, require_params
 from infty_func.geometry.projection import subtract_orthogonal_part
 
@@ -75,8 +75,9 @@ def gam(
             adaptive,
             eps,
         )
-        combined = tree_add(tree_scale(probes.sharpness, beta1), tree_scale(probes.flatness, beta3))
-        reference = tree_add(updates, tree_scale(probes.ascent, abs(beta2)))
+        sharpness = probes.sharpness if beta1 == 1 else tree_scale(probes.sharpness, beta1)
+        combined = tree_add_scaled(sharpness, beta3, probes.flatness)
+        reference = tree_add_scaled(updates, abs(beta2), probes.ascent)
         return subtract_orthogonal_part(combined, reference, gamma, eps), GAMState(state.count + 1)
 
     return GradientTransformation(init_fn, update_fn)

@@ -9,8 +9,7 @@ from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
 from infty_func.core.objective import require_loss_fn
-from infty_func.core.tree import tree_add
-from infty_func.geometry.perturbation import Radius, ascent_perturbation, gradient_at, radius, require_params
+from infty_func.geometry.perturbation import Radius, ascent_point, gradient_at, radius, require_params
 from infty_func.geometry.projection import subtract_orthogonal_part
 
 __all__ = ["gsam", "GSAMState"]
@@ -52,8 +51,8 @@ def gsam(rho: Radius = 0.1, alpha: float | Tensor = 0.2, adaptive: bool = False,
         del extra
         loss_fn = require_loss_fn(loss_fn, "gsam")
         params = require_params(params, "gsam")
-        step = ascent_perturbation(updates, params, radius(rho, state.count, "gsam"), adaptive, eps)
-        perturbed_grad = gradient_at(loss_fn, tree_add(params, step))
+        point = ascent_point(updates, params, radius(rho, state.count, "gsam"), adaptive, eps)
+        perturbed_grad = gradient_at(loss_fn, point)
         return subtract_orthogonal_part(perturbed_grad, updates, alpha, eps), GSAMState(state.count + 1)
 
     return GradientTransformation(init_fn, update_fn)

@@ -10,8 +10,8 @@ from torch import Tensor
 from infty_func.core.base import GradientTransformation
 from infty_func.core.control import cond
 from infty_func.core.objective import require_loss_fn
-from infty_func.core.tree import PyTree, tree_add, tree_zeros_like
-from infty_func.geometry.perturbation import Radius, ascent_perturbation, gradient_at, radius, require_params
+from infty_func.core.tree import PyTree, tree_zeros_like
+from infty_func.geometry.perturbation import Radius, ascent_point, gradient_at, radius, require_params
 from infty_func.geometry.projection import leafwise_add_rescaled, leafwise_orthogonal_part
 
 __all__ = ["looksam", "LookSAMState"]
@@ -68,8 +68,8 @@ def looksam(
         is_sam_step = torch.remainder(state.count + 1, k) == 0
 
         def sam_step():
-            step = ascent_perturbation(updates, params, radius(rho, state.count, "looksam"), adaptive, eps)
-            sam_grad = gradient_at(loss_fn, tree_add(params, step))
+            point = ascent_point(updates, params, radius(rho, state.count, "looksam"), adaptive, eps)
+            sam_grad = gradient_at(loss_fn, point)
             return sam_grad, leafwise_orthogonal_part(sam_grad, updates)
 
         def reuse_step():

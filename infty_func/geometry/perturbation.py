@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-import torch
 from torch import Tensor
 
 from infty_func.core.objective import perturbed, value_and_grad
-from infty_func.core.tree import PyTree, tree_add, tree_map, tree_mul, tree_norm, tree_scale, tree_sub
+from infty_func.core.tree import PyTree, tree_add_scaled, tree_mul, tree_norm, tree_sub
 from infty_func.transforms.scale import schedule_value
 
-__all__ = ["radius", "ascent_perturbation", "gradient_at", "FlatnessProbes", "flatness_probes", "require_params"]
+__all__ = ["radius", "ascent_point", "gradient_at", "FlatnessProbes", "flatness_probes", "require_params"]
 
 Radius = float | Tensor | Callable[[Tensor], Tensor]
 
@@ -37,19 +36,21 @@ def require_params(params: PyTree | None, method: str) -> PyTree:
     return params
 
 
-def ascent_perturbation(grads: PyTree, params: PyTree, rho: float | Tensor, adaptive: bool, eps: float) -> PyTree:
-    """``e = rho · T² g / (‖T g‖ + eps)``, the step to the worst point of the ``rho``-ball.
+def ascent_point(grads: PyTree, params: PyTree, rho: float | Tensor, adaptive: bool, eps: float) -> PyTree:
+    """``w + e`` with ``e = rho · T² g / (‖T g‖ + eps)``, the worst point of the ``rho``-ball
+    to first order.
 
     ``T = I`` gives SAM (Foret et al. 2021, eq. 2). ``adaptive=True`` gives ASAM (Kwon et
     al. 2021, eq. 9) with ``T = diag|w|``: the norm is taken of ``|w| ⊙ g`` and the step is
-    ``w² ⊙ g`` scaled, the square the reference applies (``torch.pow(p, 2)``).
+    ``w² ⊙ g`` scaled, the square the reference applies (``torch.pow(p, 2)``). The point is
+    formed in one fused pass (two for ASAM); ``e`` itself is never stored.
     """
     if adaptive:
-        magnitudes = tree_map(torch.abs, params)
-        scale = rho / (tree_norm(tree_mul(magnitudes, grads)) + eps)
-        return tree_mul(tree_scale(grads, scale), tree_mul(params, params))
+        weighted = tree_mul(grads, params)  # ‖|w| ⊙ g‖ = ‖w ⊙ g‖, and w ⊙ (w ⊙ g) = w² ⊙ g
+        scale = rho / (tree_norm(weighted) + eps)
+        return tree_add_scaled(params, scale, tree_mul(weighted, params))
     scale = rho / (tree_norm(grads) + eps)
-    return tree_scale(grads, scale)
+    return tree_add_scaled(params, scale, grads)
 
 
 def gradient_at(loss_fn: Callable, point: PyTree) -> PyTree:
@@ -88,10 +89,9 @@ def flatness_probes(
     3. a SAM step of radius ``rho`` from ``w + e₁`` along ``h``: ``e₂``;
        ``g₃ = ∇f(w + e₁ + e₂)``.
     """
-    sharpness = gradient_at(loss_fn, tree_add(params, ascent_perturbation(grads, params, rho, adaptive, eps)))
-    difference = tree_sub(sharpness, grads)
-    ascended = tree_add(params, ascent_perturbation(difference, params, norm_rho, adaptive, eps))
+    sharpness = gradient_at(loss_fn, ascent_point(grads, params, rho, adaptive, eps))
+    ascended = ascent_point(tree_sub(sharpness, grads), params, norm_rho, adaptive, eps)
     ascent = gradient_at(loss_fn, ascended)
-    further = tree_add(ascended, ascent_perturbation(ascent, ascended, rho, adaptive, eps))
+    further = ascent_point(ascent, ascended, rho, adaptive, eps)
     flatness = gradient_at(loss_fn, further)
     return FlatnessProbes(sharpness, ascent, flatness)

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from infty_func.core.tree import (
     PyTree,
-    tree_add,
+    tree_add_scaled,
     tree_flatten,
     tree_norm,
     tree_scale,
@@ -32,7 +32,7 @@ def subtract_orthogonal_part(grad: PyTree, other: PyTree, coefficient: float | T
     cosine = tree_vdot(other, grad) / (grad_norm * other_norm + eps)
     along = cosine * other_norm / (grad_norm + eps)
     # grad − c·(other − along·grad) = (1 + c·along)·grad − c·other
-    return tree_add(tree_scale(grad, 1 + coefficient * along), tree_scale(other, -coefficient))
+    return tree_add_scaled(tree_scale(grad, 1 + coefficient * along), -coefficient, other)
 
 
 def leaf_norms(leaves: list[Tensor]) -> list[Tensor]:
@@ -65,5 +65,6 @@ def leafwise_add_rescaled(grad: PyTree, direction: PyTree, coefficient: float | 
         for g_norm, d_norm in zip(leaf_norms(grad_leaves), leaf_norms(direction_leaves))
     ]
     if use_foreach(grad_leaves, direction_leaves):
-        return tree_unflatten(torch._foreach_add(grad_leaves, torch._foreach_mul(direction_leaves, factors)), spec)
-    return tree_unflatten([g + f * d for g, f, d in zip(grad_leaves, factors, direction_leaves)], spec)
+        factors = [f.to(g.dtype) for f, g in zip(factors, grad_leaves)]
+        return tree_unflatten(torch._foreach_addcmul(grad_leaves, direction_leaves, factors), spec)
+    return tree_unflatten([torch.addcmul(g, d, f.to(g.dtype)) for g, f, d in zip(grad_leaves, factors, direction_leaves)], spec)

@@ -9,8 +9,7 @@ from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
 from infty_func.core.objective import require_loss_fn
-from infty_func.core.tree import tree_add
-from infty_func.geometry.perturbation import Radius, ascent_perturbation, gradient_at, radius, require_params
+from infty_func.geometry.perturbation import Radius, ascent_point, gradient_at, radius, require_params
 
 __all__ = ["sam", "SAMState"]
 
@@ -54,7 +53,7 @@ def sam(rho: Radius = 0.1, adaptive: bool = False, eps: float = 1e-12) -> Gradie
         del extra
         loss_fn = require_loss_fn(loss_fn, "sam")
         params = require_params(params, "sam")
-        step = ascent_perturbation(updates, params, radius(rho, state.count, "sam"), adaptive, eps)
-        return gradient_at(loss_fn, tree_add(params, step)), SAMState(state.count + 1)
+        point = ascent_point(updates, params, radius(rho, state.count, "sam"), adaptive, eps)
+        return gradient_at(loss_fn, point), SAMState(state.count + 1)
 
     return GradientTransformation(init_fn, update_fn)

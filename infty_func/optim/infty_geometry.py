@@ -106,7 +106,10 @@ class InftyGeometryOptimizer(torch.optim.Optimizer):
 
         self.forward_backward_func = get_grad
 
-    def zero_grad(self, set_to_none: bool = False) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients. ``infty`` zeroes them in place (``set_to_none=False``), and
+        its closures then accumulate into zeros; dropping them instead (torch's default)
+        gives the same numbers and saves two passes over the parameters per evaluation."""
         self.base_optimizer.zero_grad(set_to_none)
 
     def step(self, closure: Callable | None = None, delay: bool = False):

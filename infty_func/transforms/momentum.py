@@ -33,7 +33,11 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
         del params, extra
         grads, spec = tree_flatten(updates)
         buffers, _ = tree_flatten(state.momentum_buffer)
-        if use_foreach(grads, buffers):
+        if use_foreach(grads, buffers) and isinstance(decay, (int, float)):
+            # one fused pass g + decay·b (torch's mul_ then add_ is two)
+            new_buffers = torch._foreach_add(grads, buffers, alpha=decay)
+            out = torch._foreach_add(grads, new_buffers, alpha=decay) if nesterov else new_buffers
+        elif use_foreach(grads, buffers):
             new_buffers = torch._foreach_mul(buffers, decay)
             torch._foreach_add_(new_buffers, grads)
             if nesterov:
