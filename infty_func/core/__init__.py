@@ -22,6 +22,7 @@ from infty_func.core.objective import (
     jacobian,
     perturbed,
     require_loss_fn,
+    total_loss,
     value_and_derivative,
     value_and_grad,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "frozen_batch_norm",
     "perturbed",
     "require_loss_fn",
+    "total_loss",
     "hvp",
     "hvp_operator",
     "jacobian",

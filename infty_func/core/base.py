@@ -49,11 +49,15 @@ class GradientTransformation(NamedTuple):
     ``needs_gradient`` tells :func:`infty_func.step` whether to differentiate the loss
     before calling ``update``; methods that estimate the gradient themselves (zeroth
     order, forward gradient) set it to ``False``, and then no backward graph is built.
+    ``needs_value`` tells it, for such methods, whether to evaluate the loss at the
+    current parameters first (the ``value`` extra); a two-sided zeroth-order estimate
+    does not use it and sets it to ``False``, saving a forward pass.
     """
 
     init: Callable[[Params], State]
     update: Callable[..., tuple[Updates, State]]
     needs_gradient: bool = True
+    needs_value: bool = True
 
 
 class EmptyState(NamedTuple):
@@ -92,7 +96,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Apply ``transforms`` one after another; the state is the tuple of their states.
 
     Every keyword extra (``loss_fn``, ``value``, ...) reaches every member. The chain needs
-    a gradient when its first member does (later members only see what the first emits).
+    a gradient (or the value) when its first member does (later members only see what the
+    first emits).
     """
     for index, transform in enumerate(transforms):
         if not isinstance(transform, GradientTransformation):
@@ -115,8 +120,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
             new_states.append(member_state)
         return updates, tuple(new_states)
 
-    needs = transforms[0].needs_gradient if transforms else True
-    return GradientTransformation(init_fn, update_fn, needs)
+    first = transforms[0] if transforms else identity()
+    return GradientTransformation(init_fn, update_fn, first.needs_gradient, first.needs_value)
 
 
 def named_chain(*named: tuple[str, GradientTransformation]) -> GradientTransformation:
@@ -139,7 +144,7 @@ def named_chain(*named: tuple[str, GradientTransformation]) -> GradientTransform
         )
         return updates, dict(zip(names, states))
 
-    return GradientTransformation(init_fn, update_fn, inner.needs_gradient)
+    return GradientTransformation(init_fn, update_fn, inner.needs_gradient, inner.needs_value)
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:

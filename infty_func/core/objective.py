@@ -29,6 +29,7 @@ __all__ = [
     "hvp",
     "hvp_operator",
     "evaluate",
+    "total_loss",
     "perturbed",
     "require_loss_fn",
     "LOOP_JACOBIAN_BELOW",
@@ -201,6 +202,18 @@ def evaluate(loss_fn: Callable, params: PyTree) -> Tensor:
     with torch.no_grad():
         value, _ = _with_aux(loss_fn, None)(params)
     return value
+
+
+def total_loss(loss_fn: Callable) -> Callable[[PyTree], Tensor]:
+    """``params -> loss_fn(params)`` summed to a scalar, aux dropped: the objective of
+    methods that treat several losses as their sum (as ``infty`` does with its
+    ``loss_list``)."""
+
+    def total(params):
+        value, _ = _with_aux(loss_fn, None)(params)
+        return value.sum() if value.dim() > 0 else value
+
+    return total
 
 
 def hvp(loss_fn: Callable, params: PyTree, vector: PyTree) -> PyTree:

@@ -24,14 +24,16 @@ def step(
     Returns ``(new_params, new_state, value)``. A scalar loss gives its gradient; a 1-D
     tensor of ``m`` losses gives the Jacobian pytree (one shared forward pass). When the
     transform says it needs no gradient (zeroth order) only the value is computed, with
-    no autograd graph. ``loss_fn`` and ``value`` reach the transform as extras, together
+    no autograd graph, and not even that when the transform says it needs no value (a
+    two-sided zeroth-order estimate): ``value`` is then ``None`` (the transform's state
+    usually keeps its own loss estimate). ``loss_fn`` and ``value`` reach the transform as extras, together
     with any other keyword. ``value`` excludes aux outputs. Pure, so it runs under
     ``torch.func.vmap``.
     """
     if not isinstance(transform, GradientTransformation):
         raise TypeError(f"step needs a GradientTransformation, got {type(transform).__name__}")
     if not transform.needs_gradient:
-        value = evaluate(loss_fn, params)
+        value = evaluate(loss_fn, params) if transform.needs_value else None
         grads = None
     else:
         value, grads = value_and_derivative(loss_fn)(params)

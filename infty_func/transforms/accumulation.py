@@ -52,4 +52,4 @@ def multi_steps(inner: GradientTransformation, every_k: int) -> GradientTransfor
         mini_step = (state.mini_step + 1) % every_k
         return out, MultiStepsState(mini_step, accumulated, inner_state)
 
-    return GradientTransformation(init_fn, update_fn, inner.needs_gradient)
+    return GradientTransformation(init_fn, update_fn, inner.needs_gradient, inner.needs_value)

@@ -46,4 +46,4 @@ def apply_if_finite(inner: GradientTransformation) -> GradientTransformation:
             inner_state=kept_inner,
         )
 
-    return GradientTransformation(init_fn, update_fn, inner.needs_gradient)
+    return GradientTransformation(init_fn, update_fn, inner.needs_gradient, inner.needs_value)

@@ -81,6 +81,6 @@ def inject_hyperparams(
         probe = factory(**fixed, **{name: as_tensor(v) for name, v in numeric.items()}, **{
             name: torch.zeros((), dtype=torch.float64) for name in schedules
         })
-        return GradientTransformation(init_fn, update_fn, probe.needs_gradient)
+        return GradientTransformation(init_fn, update_fn, probe.needs_gradient, probe.needs_value)
 
     return build

@@ -58,7 +58,7 @@ def masked(inner: GradientTransformation, mask: PyTree | Callable[[PyTree], PyTr
             out[i] = value
         return tree_unflatten(out, spec), MaskedState(inner_state)
 
-    return GradientTransformation(init_fn, update_fn, inner.needs_gradient)
+    return GradientTransformation(init_fn, update_fn, inner.needs_gradient, inner.needs_value)
 
 
 def partition(
