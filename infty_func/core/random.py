@@ -36,6 +36,7 @@ __all__ = [
     "bernoulli",
     "normal_like",
     "rademacher_like",
+    "reseed",
 ]
 
 _MASK32 = 0xFFFFFFFF
@@ -232,3 +233,48 @@ def normal_like(k: Tensor, tree: PyTree) -> PyTree:
 def rademacher_like(k: Tensor, tree: PyTree) -> PyTree:
     """Rademacher signs shaped like each leaf of ``tree`` (a stream per leaf)."""
     return _like(rademacher, k, tree)
+
+
+def reseed(state, seeds: Sequence[int]):
+    """``state`` stacked ``len(seeds)`` times on a new leading axis, each member's random
+    keys restarted from its seed: vmap a training step over the result and each member
+    draws its own stream.
+
+    Keys are the fields named ``key`` (every keyed transform stores one). The first key
+    found becomes ``key(seed)``, so a single keyed transform reseeded with ``seeds``
+    matches building it with each seed; a further key ``j`` becomes
+    ``fold_in(key(seed), j)``, so several keyed members keep distinct streams.
+    """
+    seeds = [int(seed) for seed in seeds]
+    if not seeds:
+        raise ValueError("reseed needs at least one seed")
+    members = len(seeds)
+    found = [0]
+
+    def fresh_keys():
+        index = found[0]
+        found[0] += 1
+        starts = [key(seed) for seed in seeds]
+        return torch.stack(starts if index == 0 else [fold_in(k, index) for k in starts])
+
+    def stacked(leaf):
+        if not isinstance(leaf, Tensor):
+            return leaf
+        return leaf.unsqueeze(0).expand(members, *leaf.shape).clone()
+
+    def rebuild(node):
+        if isinstance(node, tuple) and hasattr(node, "_fields"):
+            return type(node)(**{
+                name: (fresh_keys() if name == "key" and isinstance(child, Tensor) else rebuild(child))
+                for name, child in zip(node._fields, node)
+            })
+        if isinstance(node, dict):
+            return {
+                name: (fresh_keys() if name == "key" and isinstance(child, Tensor) else rebuild(child))
+                for name, child in node.items()
+            }
+        if isinstance(node, (list, tuple)):
+            return type(node)(rebuild(child) for child in node)
+        return stacked(node)
+
+    return rebuild(state)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from infty_func.core.base import GradientTransformation, Params, State, apply_updates
 from infty_func.core.objective import evaluate, value_and_derivative
 from infty_func.core.tree import PyTree
@@ -33,9 +35,12 @@ def step(
     if not isinstance(transform, GradientTransformation):
         raise TypeError(f"step needs a GradientTransformation, got {type(transform).__name__}")
     if not transform.needs_gradient:
-        value = evaluate(loss_fn, params) if transform.needs_value else None
-        grads = None
-    else:
-        value, grads = value_and_derivative(loss_fn)(params)
+        # Gradient-free methods run wholly without autograd: no graph, even for params
+        # that require grad.
+        with torch.no_grad():
+            value = evaluate(loss_fn, params) if transform.needs_value else None
+            updates, state = transform.update(None, state, params, loss_fn=loss_fn, value=value, **extra)
+            return apply_updates(params, updates), state, value
+    value, grads = value_and_derivative(loss_fn)(params)
     updates, state = transform.update(grads, state, params, loss_fn=loss_fn, value=value, **extra)
     return apply_updates(params, updates), state, value

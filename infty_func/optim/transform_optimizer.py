@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.tree import tree_flatten, tree_get_all, tree_leaves, tree_set, tree_unflatten
+from infty_func.core.tree import tree_flatten, tree_get, tree_get_all, tree_leaves, tree_set, tree_unflatten
 from infty_func.optim.closure_objective import ClosureObjective
 
 __all__ = ["TransformOptimizer"]
@@ -111,14 +111,17 @@ class TransformOptimizer(torch.optim.Optimizer):
             if self.transform.needs_gradient:
                 with torch.enable_grad():
                     loss = closure()
-            else:
+            elif self.transform.needs_value:
                 loss = objective(self._params_tree())
             extra["loss_fn"] = objective
-            extra["value"] = objective._loss(loss).detach()
+            extra["value"] = objective._loss(loss).detach() if loss is not None else None
         self._sync_lr()
         grads = self._grads_tree() if self.transform.needs_gradient else None
         updates, self.transform_state = self.transform.update(grads, self.transform_state, self._params_tree(), **extra)
         torch._foreach_add_(list(parameters), tree_leaves(updates))
+        if loss is None and closure is not None:
+            # A method that never evaluates f(w) (two-sided zeroth order) keeps an estimate.
+            loss = tree_get(self.transform_state, "loss")
         return loss
 
     # -- checkpoints ---------------------------------------------------------------------
