@@ -19,4 +19,8 @@ METHODS: dict[str, Callable[[], ifn.GradientTransformation]] = {
     "gsam": lambda: ifn.chain(ifn.gsam(0.05, alpha=0.2), ifn.sgd(0.05, momentum=0.9)),
     "looksam": lambda: ifn.chain(ifn.looksam(0.05, k=5, alpha=0.1), ifn.sgd(0.05, momentum=0.9)),
     "c_flat": lambda: ifn.chain(ifn.c_flat(0.05, lamb=0.2), ifn.sgd(0.05, momentum=0.9)),
+    # small model: holding each direction for its query beats regenerating it three times
+    "zo_sgd": lambda: ifn.zo_sgd(0.002, momentum=0.9, q=4, memory_efficient=False, seed=0),
+    "zo_adam": lambda: ifn.zo_adam(3e-3, q=4, memory_efficient=False, seed=0),
+    "forward_grad": lambda: ifn.forward_grad(0.01, n_tangents=8, seed=0),
 }

@@ -11,6 +11,7 @@ from infty_func.zeroth_order.aliases import (
     zo_sgd_sign,
 )
 from infty_func.zeroth_order.conservative import conservative
+from infty_func.zeroth_order.distributed import all_reduce_mean
 from infty_func.zeroth_order.forward_gradient import ForwardGradientState, forward_gradient
 from infty_func.zeroth_order.spsa import ZOGradientState, zo_gradient
 
@@ -18,6 +19,7 @@ __all__ = [
     "zo_gradient",
     "ZOGradientState",
     "conservative",
+    "all_reduce_mean",
     "forward_gradient",
     "ForwardGradientState",
     "zo_sgd",

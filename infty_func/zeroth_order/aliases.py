@@ -22,8 +22,8 @@ __all__ = [
 ]
 
 
-def _estimate(zo_eps, q, mode, sign, sparsity, history, memory_efficient, seed):
-    return zo_gradient(zo_eps, q, mode, sign, sparsity, history, memory_efficient, seed)
+def _estimate(zo_eps, q, mode, sign, sparsity, history, memory_efficient, seed, reduce):
+    return zo_gradient(zo_eps, q, mode, sign, sparsity, history, memory_efficient, seed, reduce)
 
 
 def zo_sgd(
@@ -39,11 +39,12 @@ def zo_sgd(
     memory_efficient=True,
     seed=0,
     sign=False,
+    reduce=None,
 ) -> GradientTransformation:
     """ZO-SGD (MeZO): :func:`zo_gradient` then :func:`~infty_func.sgd`. ``zo_eps``, ``q``,
-    ``mode``, ``sparsity``, ``history``, ``memory_efficient`` and ``seed`` go to the
-    estimator (see :func:`zo_gradient`); the rest to SGD."""
-    estimate = _estimate(zo_eps, q, mode, sign, sparsity, history, memory_efficient, seed)
+    ``mode``, ``sparsity``, ``history``, ``memory_efficient``, ``seed`` and ``reduce`` go
+    to the estimator (see :func:`zo_gradient`); the rest to SGD."""
+    estimate = _estimate(zo_eps, q, mode, sign, sparsity, history, memory_efficient, seed, reduce)
     return chain(estimate, sgd(lr, momentum=momentum, weight_decay=weight_decay))
 
 
@@ -61,10 +62,11 @@ def zo_adam(
     memory_efficient=True,
     seed=0,
     sign=False,
+    reduce=None,
 ) -> GradientTransformation:
     """ZO-Adam: :func:`zo_gradient` then :func:`~infty_func.adam` (``eps`` is Adam's; the
     probe radius is ``zo_eps``)."""
-    estimate = _estimate(zo_eps, q, mode, sign, sparsity, history, memory_efficient, seed)
+    estimate = _estimate(zo_eps, q, mode, sign, sparsity, history, memory_efficient, seed, reduce)
     return chain(estimate, adam(lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -38,6 +39,7 @@ def zo_gradient(
     history: float | None = None,
     memory_efficient: bool = True,
     seed: int = 0,
+    reduce: Callable[[Tensor], Tensor] | None = None,
 ) -> GradientTransformation:
     """Zeroth-order gradient estimate from loss values (SPSA, Spall 1992; MeZO, Malladi
     et al. 2023, "Fine-Tuning Language Models with Just Forward Passes", Alg. 1).
@@ -68,6 +70,10 @@ def zo_gradient(
             never holds a parameter-sized tensor (without ``history``).
         seed: the key's seed; the key advances every step, so a run is a pure function of
             the seed and the data.
+        reduce: applied to the vector of the ``q`` projected differences before they
+            weight the directions. Data-parallel workers that share the seed agree on one
+            update by sharing just these ``q`` scalars:
+            ``reduce=ifn.zeroth_order.all_reduce_mean`` (see the guide).
 
     The state's ``loss`` is the mean of the probe losses: ``f(w)`` up to ``O(ε²)`` for
     two-sided estimates, at no extra forward pass (``ifn.step`` then returns
@@ -107,43 +113,44 @@ def zo_gradient(
         history_leaves = tree_flatten(state.history)[0] if history is not None else None
         if not two_sided:
             base = _summed(value) if value is not None else _summed(evaluate(loss_fn, params))
-        estimate: list = [None] * len(leaves)
-        probe_losses = []
+        keys = [query_key(state.key, query) for query in range(q)]
+        held = None if memory_efficient else [[direction_leaf(k, i, w, fractions[i]) for i, w in enumerate(leaves)] for k in keys]
+
+        def direction(query, index):
+            if held is not None:
+                return held[query][index]
+            return direction_leaf(keys[query], index, leaves[index], fractions[index])
+
+        def point(query, scale):
+            if held is not None:
+                return tree_unflatten([w + scale * z for w, z in zip(leaves, held[query])], spec)
+            return tree_unflatten([perturbed_leaf(w, scale, keys[query], i, fractions[i]) for i, w in enumerate(leaves)], spec)
+
+        differences, probe_losses = [], []
         for query in range(q):
-            key = query_key(state.key, query)
-            if memory_efficient:
-
-                def direction(index, w, key=key):
-                    return direction_leaf(key, index, w, fractions[index])
-
-                def point(scale, key=key):
-                    return [perturbed_leaf(w, scale, key, i, fractions[i]) for i, w in enumerate(leaves)]
-            else:
-                held = [direction_leaf(key, i, w, fractions[i]) for i, w in enumerate(leaves)]
-
-                def direction(index, w, held=held):
-                    return held[index]
-
-                def point(scale, held=held):
-                    return [w + scale * z for w, z in zip(leaves, held)]
-
-            plus = _summed(evaluate(loss_fn, tree_unflatten(point(eps), spec)))
+            plus = _summed(evaluate(loss_fn, point(query, eps)))
             probe_losses.append(plus)
             if two_sided:
-                minus = _summed(evaluate(loss_fn, tree_unflatten(point(-eps), spec)))
+                minus = _summed(evaluate(loss_fn, point(query, -eps)))
                 probe_losses.append(minus)
-                projected = (plus - minus) / (2 * eps)
+                differences.append((plus - minus) / (2 * eps))
             else:
-                projected = (plus - base) / eps
-            if sign:
-                projected = torch.sign(projected)
+                differences.append((plus - base) / eps)
+        projected = torch.stack(differences)
+        if reduce is not None:
+            projected = reduce(projected)
+        if sign:
+            projected = torch.sign(projected)
+
+        estimate: list = [None] * len(leaves)
+        for query in range(q):
             for i, w in enumerate(leaves):
-                z = direction(i, w)
+                z = direction(query, i)
                 if history_leaves is not None:
                     first = state.count == 0 if query == 0 else torch.zeros((), dtype=torch.bool)
                     z = torch.where(first, z, history * history_leaves[i] + (1 - history) * z)
                     history_leaves[i] = z
-                contribution = projected.to(w.dtype) * z / q
+                contribution = projected[query].to(w.dtype) * z / q
                 estimate[i] = contribution if query == 0 else estimate[i] + contribution
         new_history = tree_unflatten(history_leaves, tree_flatten(state.history)[1]) if history is not None else ()
         if two_sided:
