@@ -17,7 +17,7 @@ from torch import Tensor
 from infty_func.core import random
 from infty_func.core.tree import PyTree, is_functorch_wrapped, tree_flatten
 
-__all__ = ["leaf_sparsities", "direction_leaf", "perturbed_leaf", "query_key"]
+__all__ = ["leaf_sparsities", "direction_leaf", "perturbed_leaf", "add_direction_", "query_key"]
 
 # Streams folded into a query key: the direction's normals and its sparsity mask.
 _NORMAL_STREAM, _MASK_STREAM = 0, 1
@@ -82,3 +82,11 @@ def perturbed_leaf(w: Tensor, scale: float | Tensor, key: Tensor, index: int, sp
     if is_functorch_wrapped(z) or is_functorch_wrapped(w) or isinstance(scale, Tensor):
         return w + scale * z
     return z.mul_(scale).add_(w)
+
+
+def add_direction_(w: Tensor, scale: float, key: Tensor, index: int, sparsity) -> Tensor:
+    """``w += scale · z`` in place for one leaf. Dense directions are added chunk by chunk
+    (no leaf-sized temporary); sparse ones build ``z`` and its mask first."""
+    if sparsity is None:
+        return random.add_normal_(w, random.fold_in(random.fold_in(key, index), _NORMAL_STREAM), scale)
+    return w.add_(direction_leaf(key, index, w, sparsity), alpha=scale)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from infty_func.core import random
 from infty_func.core.tree import tree_flatten, tree_unflatten
-from infty_func.zeroth_order.directions import direction_leaf, leaf_sparsities, query_key
+from infty_func.zeroth_order.directions import add_direction_, direction_leaf, leaf_sparsities, query_key
 from infty_func.zeroth_order.spsa import ZOGradientState
 
 __all__ = ["InPlaceEstimate", "estimate_in_place"]
@@ -90,7 +90,7 @@ def estimate_in_place(
 
     def shift(key, scale):
         for index, p in enumerate(parameters):
-            p.add_(direction_leaf(key, index, p, fractions[index]), alpha=scale)
+            add_direction_(p, scale, key, index, fractions[index])
 
     projected, probe_losses, first_output = [], [], None
     for key in keys:

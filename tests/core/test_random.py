@@ -83,3 +83,15 @@ def test_noise_reads_no_global_state():
     torch.manual_seed(1)
     torch.randn(100)
     assert torch.equal(a, random.normal(random.key(5), (10,)))
+
+
+@pytest.mark.parametrize("n", [2**18 * 2 + 3, 2**19 + 2**18])
+def test_large_draws_are_chunked_without_changing_a_value(n):
+    """Plain keys generate in cache-sized chunks; vmapped keys in one pass: same numbers."""
+    k = random.key(5)
+    chunked = random.normal(k, (n,), torch.float64)
+    whole = torch.func.vmap(lambda kk: random.normal(kk, (n,), torch.float64))(k.unsqueeze(0))[0]
+    assert torch.equal(chunked, whole)
+    target = torch.ones(n, dtype=torch.float64)
+    random.add_normal_(target, k, -0.25)
+    torch.testing.assert_close(target, 1.0 - 0.25 * chunked, rtol=0, atol=1e-15)
