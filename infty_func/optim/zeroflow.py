@@ -123,7 +123,7 @@ class ZeroFlow(torch.optim.Optimizer):
         self.base_optimizer.zero_grad(set_to_none)
 
     def step(self, closure=None, delay: bool = False):
-        """One step; returns ``(logits, loss_list)`` of the first probe, as INFTY."""
+        """One step; returns ``(logits, loss_list)`` at the last query's ``w + εz``, as INFTY."""
         del delay
         if self.inftyopt == "forward_grad":
             return self._forward_grad_step()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.objective import evaluate, require_loss_fn
+from infty_func.core.objective import evaluate, perturbed, require_loss_fn
 from infty_func.core.tree import tree_add, tree_scale, tree_sub
 
 __all__ = ["conservative"]
@@ -44,8 +44,9 @@ def conservative(inner: GradientTransformation) -> GradientTransformation:
             raise ValueError("conservative evaluates w ± update and needs params")
         delta, state = inner.update(updates, state, params, loss_fn=loss_fn, value=value, **extra)
         current = _summed(value) if value is not None else _summed(evaluate(loss_fn, params))
-        plus = _summed(evaluate(loss_fn, tree_add(params, delta)))
-        minus = _summed(evaluate(loss_fn, tree_sub(params, delta)))
+        with perturbed(loss_fn):  # trial points leave module state alone
+            plus = _summed(evaluate(loss_fn, tree_add(params, delta)))
+            minus = _summed(evaluate(loss_fn, tree_sub(params, delta)))
         worse = plus > current
         factor = torch.where(
             worse,

@@ -43,7 +43,14 @@ def forward_gradient(seed: int = 0, n_tangents: int = 1) -> GradientTransformati
 
     def update_fn(updates, state, params=None, *, loss_fn=None, **extra):
         del updates, extra
-        objective = total_loss(require_loss_fn(loss_fn, "forward_gradient"))
+        loss_fn = require_loss_fn(loss_fn, "forward_gradient")
+        if hasattr(loss_fn, "value_and_grad"):
+            raise ValueError(
+                "forward_gradient pushes tangents through loss_fn with torch.func.jvp, which a torch.optim "
+                "closure (TransformOptimizer) cannot carry; use the functional API (ifn.step) or "
+                "ifn.optim.ZeroFlow(args={'inftyopt': 'forward_grad'})"
+            )
+        objective = total_loss(loss_fn)
         if params is None:
             raise ValueError("forward_gradient needs params: update(None, state, params, loss_fn=...)")
         keys = torch.stack([random.fold_in(state.key, t) for t in range(n_tangents)])

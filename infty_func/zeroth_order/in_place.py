@@ -30,7 +30,7 @@ class InPlaceEstimate:
 
     def __init__(self, projected, probe_outputs, state, config, parameters, fractions):
         self.projected = projected  # list of 0-d tensors, one per query
-        self.probe_outputs = probe_outputs  # what evaluate() returned at the first probe
+        self.probe_outputs = probe_outputs  # what evaluate() returned at the last query's +εz probe
         self.state = state  # the next ZOGradientState
         self._config = config
         self._parameters = parameters
@@ -92,11 +92,11 @@ def estimate_in_place(
         for index, p in enumerate(parameters):
             add_direction_(p, scale, key, index, fractions[index])
 
-    projected, probe_losses, first_output = [], [], None
+    projected, probe_losses, probe_output = [], [], None
     for key in keys:
         shift(key, eps)
         plus, output = evaluate()
-        first_output = output if first_output is None else first_output
+        probe_output = output  # infty returns the last query's (logits, loss_list)
         if mode == "two_side":
             shift(key, -2 * eps)
             minus, _ = evaluate()
@@ -122,4 +122,4 @@ def estimate_in_place(
         "first_step": bool(state.count == 0),
     }
     next_state = ZOGradientState(random.next_key(state.key), state.count + 1, state.history, loss)
-    return InPlaceEstimate(projected, first_output, next_state, config, list(parameters), fractions)
+    return InPlaceEstimate(projected, probe_output, next_state, config, list(parameters), fractions)

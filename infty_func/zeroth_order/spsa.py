@@ -10,7 +10,7 @@ from torch import Tensor
 
 from infty_func.core import random
 from infty_func.core.base import GradientTransformation
-from infty_func.core.objective import evaluate, require_loss_fn
+from infty_func.core.objective import evaluate, perturbed, require_loss_fn
 from infty_func.core.tree import PyTree, tree_flatten, tree_unflatten, tree_zeros_like
 from infty_func.zeroth_order.directions import direction_leaf, leaf_sparsities, perturbed_leaf, query_key
 
@@ -59,12 +59,15 @@ def zo_gradient(
         mode: ``"two_side"`` (2q evaluations) or ``"one_side"`` (q + the value at ``w``,
             which ``ifn.step`` passes as ``value``).
         sign: use the sign of each projected difference (ZO-signSGD).
-        sparsity: zero each entry of ``z`` with this probability, for all parameters (a
-            number in [0, 1)) or per parameter (a dict from name to fraction; unnamed
-            parameters keep dense directions). A fresh mask per query.
+        sparsity: zero each entry of ``z`` with this probability ``s``, for all parameters
+            (a number in [0, 1)) or per parameter (a dict from name to fraction; unnamed
+            parameters keep dense directions). A fresh mask per query. The estimate's
+            expectation shrinks to ``(1 − s) ∇f``: scale the learning rate to compensate.
         history: ``None``, or the coefficient ``α`` of the reference's direction smoothing
             ``h ← α h + (1 − α) z`` (``h`` starts at the first ``z``); ``h`` replaces ``z``
-            in the estimate. Keeps a parameter-sized buffer in the state.
+            in the estimate. Keeps a parameter-sized buffer in the state. After the first
+            step the expectation is ``(1 − α) ∇f`` (α = 0.9 acts as a 10× smaller
+            learning rate).
         memory_efficient: regenerate ``z`` from the key whenever it is needed (three times
             per query) instead of holding it for the query (MeZO's trick); the state
             never holds a parameter-sized tensor (without ``history``).
@@ -128,10 +131,11 @@ def zo_gradient(
 
         differences, probe_losses = [], []
         for query in range(q):
-            plus = _summed(evaluate(loss_fn, point(query, eps)))
+            with perturbed(loss_fn):  # probes leave module state (batch-norm statistics) alone
+                plus = _summed(evaluate(loss_fn, point(query, eps)))
+                minus = _summed(evaluate(loss_fn, point(query, -eps))) if two_sided else None
             probe_losses.append(plus)
             if two_sided:
-                minus = _summed(evaluate(loss_fn, point(query, -eps)))
                 probe_losses.append(minus)
                 differences.append((plus - minus) / (2 * eps))
             else:

@@ -241,3 +241,42 @@ def test_missing_loss_fn_names_the_transform():
     ]:
         with pytest.raises(ValueError, match=f"^{name} re-evaluates the objective and needs loss_fn"):
             transform.update(params, transform.init(params), params)
+
+
+def test_forward_gradient_through_a_closure_is_refused_with_advice():
+    model = make_mlp()
+    opt = ifn.optim.TransformOptimizer(model.named_parameters(), ifn.forward_grad(0.1))
+    x, y = make_batches(1)[0]
+
+    def closure(backward=True):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        if backward:
+            opt.zero_grad()
+            loss.backward()
+        return loss
+
+    with pytest.raises(ValueError, match="forward_gradient pushes tangents through loss_fn with torch.func.jvp"):
+        opt.step(closure)
+
+
+def test_probes_leave_batch_norm_statistics_alone_when_asked():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 4)).double()
+    x, y = make_batches(1)[0]
+    buffers = dict(model.named_buffers())
+    before = {k: v.clone() for k, v in buffers.items()}
+
+    def loss_fn(p):
+        return torch.nn.functional.cross_entropy(torch.func.functional_call(model, {**p, **buffers}, (x,)), y)
+
+    frozen = ifn.freeze_batch_norm_when_perturbed(loss_fn, model)
+    for transform in (ifn.zo_sgd(0.1), ifn.zo_sgd_conserve(0.1)):
+        params = params_of(model)
+        ifn.step(transform, transform.init(params), params, frozen)
+    # two-sided probes are the only evaluations of zo_sgd; conserve's f(w) does update them
+    assert not torch.equal(buffers["1.running_mean"], before["1.running_mean"])
+    for key in before:
+        buffers[key].copy_(before[key])
+    params = params_of(model)
+    ifn.step(ifn.zo_sgd(0.1), ifn.zo_sgd(0.1).init(params), params, frozen)
+    assert torch.equal(buffers["1.running_mean"], before["1.running_mean"])
