@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import mlp, parameter_count  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
+from infty_func.zeroth_order.directions import Directions  # noqa: E402
 
 try:
     from infty.optim import ZeroFlow as InftyZeroFlow
@@ -39,6 +40,7 @@ except ImportError:  # reference absent: print ours only
     InftyZeroFlow = None
 
 SMALL, SMALL_BATCH = (256, 256, 128, 10), 128
+MEDIUM = (1024, 2048, 1536, 10)  # 5M parameters, timed with the small batch
 LARGE, LARGE_BATCH = (4096, 4096, 4096, 4096, 10), 32
 LR, EPS = 1e-3, 1e-3
 
@@ -77,9 +79,10 @@ def noise_once(sizes, ours=True):
     model = mlp(sizes)
     params = {n: p.detach() for n, p in model.named_parameters()}
     key = ifn.random.key(0)
-    if ours:
-        return lambda: ifn.random.normal_like(key, params)
-    return lambda: [torch.randn_like(p) for p in params.values()]
+    leaves = list(params.values())
+    if ours:  # the directions of one query, as the estimator draws them (all leaves in one call)
+        return lambda: Directions(key, leaves, [None] * len(leaves)).all()
+    return lambda: [torch.randn_like(p) for p in leaves]
 
 
 def zeroflow_step(cls, sizes, batch, memory_efficient):
@@ -123,22 +126,22 @@ def interleaved_medians(steps: dict, repeats: int, warmup: int = 3) -> dict:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def time_section(repeats: int) -> None:
-    count = parameter_count(mlp(SMALL))
+def time_section(sizes, repeats: int) -> None:
+    count = parameter_count(mlp(sizes))
     print(f"time: {count / 1e3:.0f}k-parameter MLP, batch {SMALL_BATCH}, zo_sgd q=1 two-sided")
     steps = {
-        "backprop SGD step": backprop_step(SMALL, SMALL_BATCH),
-        "two forward passes": two_forwards(SMALL, SMALL_BATCH),
-        "noise once (ours)": noise_once(SMALL, ours=True),
-        "noise once (torch.randn)": noise_once(SMALL, ours=False),
-        "ifn.optim.ZeroFlow": zeroflow_step(ifn.optim.ZeroFlow, SMALL, SMALL_BATCH, False),
-        "ifn.optim.ZeroFlow memory_efficient": zeroflow_step(ifn.optim.ZeroFlow, SMALL, SMALL_BATCH, True),
-        "functional ifn.zo_sgd": functional_step(SMALL, SMALL_BATCH, False),
-        "functional ifn.zo_sgd memory_efficient": functional_step(SMALL, SMALL_BATCH, True),
+        "backprop SGD step": backprop_step(sizes, SMALL_BATCH),
+        "two forward passes": two_forwards(sizes, SMALL_BATCH),
+        "noise once (ours)": noise_once(sizes, ours=True),
+        "noise once (torch.randn)": noise_once(sizes, ours=False),
+        "ifn.optim.ZeroFlow": zeroflow_step(ifn.optim.ZeroFlow, sizes, SMALL_BATCH, False),
+        "ifn.optim.ZeroFlow memory_efficient": zeroflow_step(ifn.optim.ZeroFlow, sizes, SMALL_BATCH, True),
+        "functional ifn.zo_sgd": functional_step(sizes, SMALL_BATCH, False),
+        "functional ifn.zo_sgd memory_efficient": functional_step(sizes, SMALL_BATCH, True),
     }
     if InftyZeroFlow is not None:
-        steps["infty ZeroFlow"] = zeroflow_step(InftyZeroFlow, SMALL, SMALL_BATCH, False)
-        steps["infty ZeroFlow memory_efficient"] = zeroflow_step(InftyZeroFlow, SMALL, SMALL_BATCH, True)
+        steps["infty ZeroFlow"] = zeroflow_step(InftyZeroFlow, sizes, SMALL_BATCH, False)
+        steps["infty ZeroFlow memory_efficient"] = zeroflow_step(InftyZeroFlow, sizes, SMALL_BATCH, True)
     seconds = interleaved_medians(steps, repeats)
     floor = seconds["two forward passes"] + seconds["noise once (ours)"]
     reference = seconds.get("infty ZeroFlow")
@@ -225,7 +228,9 @@ def main() -> None:
         memory_worker(args.memory_worker)
         return
     if not args.skip_time:
-        time_section(args.repeats)
+        time_section(SMALL, args.repeats)
+        print()
+        time_section(MEDIUM, max(5, args.repeats // 3))
     if not args.skip_memory:
         memory_section()
 

@@ -38,6 +38,8 @@ __all__ = [
     "rademacher_like",
     "reseed",
     "add_normal_",
+    "normal_slice",
+    "uniform_slice",
 ]
 
 _MASK32 = 0xFFFFFFFF
@@ -176,10 +178,9 @@ def _words(k: Tensor) -> tuple[Tensor | int, Tensor | int]:
     return _to_int32(digest), _to_int32(_shr64(digest, 32))
 
 
-def _hash_range(word_a: Tensor, word_b: Tensor, start: int, count: int, device) -> Tensor:
-    """The words for element indices ``start .. start + count - 1`` (in place when the
-    key words are plain tensors)."""
-    x = torch.arange(start, start + count, dtype=torch.int32, device=device)
+def _hash_indices(word_a: Tensor | int, word_b: Tensor | int, x: Tensor) -> Tensor:
+    """The words for the int32 element indices ``x`` (hashed in place when the key words
+    are plain)."""
     # In-place ops save passes, but cannot write a wrapped (vmapped) operand into x.
     if not (is_functorch_wrapped(word_a) or is_functorch_wrapped(word_b)):
         x.bitwise_xor_(word_a)
@@ -187,6 +188,11 @@ def _hash_range(word_a: Tensor, word_b: Tensor, start: int, count: int, device) 
         return _lowbias32(x, True)
     x = _lowbias32(x ^ word_a, False) + word_b
     return _lowbias32(x, False)
+
+
+def _hash_range(word_a: Tensor | int, word_b: Tensor | int, start: int, count: int, device) -> Tensor:
+    """The words for element indices ``start .. start + count - 1``."""
+    return _hash_indices(word_a, word_b, torch.arange(start, start + count, dtype=torch.int32, device=device))
 
 
 def bits(k: Tensor, n: int, device: torch.device | str | None = None) -> Tensor:
@@ -203,7 +209,9 @@ def bits(k: Tensor, n: int, device: torch.device | str | None = None) -> Tensor:
 def _unit_uniform(words: Tensor, dtype: torch.dtype) -> Tensor:
     """Uniforms in the open interval (0, 1) from the top 24 bits of each word."""
     top = (words >> 8) & 0xFFFFFF
-    return (top.to(dtype) + 0.5) * (2.0**-24)
+    if is_functorch_wrapped(top):
+        return (top.to(dtype) + 0.5) * (2.0**-24)
+    return top.to(dtype).add_(0.5).mul_(2.0**-24)
 
 
 def uniform(
@@ -230,6 +238,19 @@ def uniform(
 _CHUNK = 1 << 16
 
 
+def _pairs(word_a, word_b, half: int, p0: int, p1: int, dtype: torch.dtype, device, inplace: bool):
+    """``(radius, angle)`` of Box–Muller pairs ``p0 .. p1 - 1`` of a stream whose second
+    half starts at ``half``: uniforms at indices ``p`` and ``half + p``, hashed together."""
+    count = p1 - p0
+    x = torch.arange(p0, p0 + 2 * count, dtype=torch.int32, device=device)
+    x[count:] += half - count  # the angle's indices: half + p
+    u = _unit_uniform(_hash_indices(word_a, word_b, x), dtype)
+    radius, angle = u[:count], u[count:]
+    if inplace:
+        return radius.log_().mul_(-2.0).sqrt_(), angle.mul_(2.0 * math.pi)
+    return (-2.0 * radius.log()).sqrt(), angle * (2.0 * math.pi)
+
+
 def _box_muller_chunks(k: Tensor, n: int, dtype: torch.dtype, device):
     """Yield ``(start, radius, angle, hi)`` per chunk of pairs: element ``start + j`` is
     ``radius[j] · cos(angle[j])`` and element ``half + start + j`` (for ``j < hi``) is
@@ -238,10 +259,7 @@ def _box_muller_chunks(k: Tensor, n: int, dtype: torch.dtype, device):
     half = (n + 1) // 2
     for start in range(0, half, _CHUNK):
         count = min(_CHUNK, half - start)
-        radius = _unit_uniform(_hash_range(word_a, word_b, start, count, device), dtype)
-        angle = _unit_uniform(_hash_range(word_a, word_b, half + start, count, device), dtype)
-        radius.log_().mul_(-2.0).sqrt_()
-        angle.mul_(2.0 * math.pi)
+        radius, angle = _pairs(word_a, word_b, half, start, start + count, dtype, device, True)
         yield start, radius, angle, min(count, n - half - start)
 
 
@@ -272,20 +290,64 @@ def normal(
     return out.reshape(shape)
 
 
-def add_normal_(tensor: Tensor, k: Tensor, alpha: float = 1.0) -> Tensor:
-    """``tensor += alpha · normal(k, tensor.shape)`` in place, chunk by chunk, without a
-    tensor-sized temporary (what an in-place zeroth-order perturbation needs)."""
+def _slice_parts(n: int, start: int, stop: int):
+    """The parts of elements ``start .. stop - 1`` of a length-``n`` normal stream:
+    ``(first output position, first pair, last pair + 1, use_sin)``."""
+    half = (n + 1) // 2
+    if start < half:
+        yield 0, start, min(stop, half), False
+    if stop > half:
+        low = max(start, half)
+        yield low - start, low - half, stop - half, True
+
+
+def normal_slice(
+    k: Tensor, n: int, start: int, stop: int, dtype: torch.dtype = torch.float32, device=None
+) -> Tensor:
+    """Elements ``start .. stop - 1`` of ``normal(k, (n,))``, bit for bit, computed without
+    the rest (a leaf of a direction drawn over all parameters at once)."""
+    _check_key(k)
+    if not 0 <= start <= stop <= n:
+        raise ValueError(f"normal_slice needs 0 <= start <= stop <= n, got {start}, {stop}, {n}")
+    device = device or k.device
+    word_a, word_b = _words(k)
+    half = (n + 1) // 2
+    wrapped = is_functorch_wrapped(k)
+    pieces = []
+    for _, p0, p1, use_sin in _slice_parts(n, start, stop):
+        for c0 in range(p0, p1, _CHUNK if not wrapped else max(p1 - p0, 1)):
+            c1 = min(c0 + _CHUNK, p1) if not wrapped else p1
+            radius, angle = _pairs(word_a, word_b, half, c0, c1, dtype, device, not wrapped)
+            pieces.append(radius * (torch.sin(angle) if use_sin else torch.cos(angle)))
+    if not pieces:
+        return torch.empty(0, dtype=dtype, device=device)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+
+def add_normal_(tensor: Tensor, k: Tensor, alpha: float = 1.0, n: int | None = None, start: int = 0) -> Tensor:
+    """``tensor += alpha · z`` in place, chunk by chunk, without a tensor-sized temporary
+    (an in-place zeroth-order perturbation). ``z`` is ``normal(k, tensor.shape)``, or with
+    ``n`` the elements ``start ..`` of ``normal(k, (n,))``."""
     _check_key(k)
     flat = tensor.view(-1)
-    n = flat.shape[0]
+    n = flat.shape[0] if n is None else n
+    word_a, word_b = _words(k)
     half = (n + 1) // 2
-    for start, radius, angle, hi in _box_muller_chunks(k, n, tensor.dtype, tensor.device):
-        count = radius.shape[0]
-        radius.mul_(alpha)
-        flat[start : start + count].add_(torch.cos(angle).mul_(radius))
-        if hi > 0:
-            flat[half + start : half + start + hi].add_(angle[:hi].sin_().mul_(radius[:hi]))
+    for offset, p0, p1, use_sin in _slice_parts(n, start, start + flat.shape[0]):
+        for c0 in range(p0, p1, _CHUNK):
+            c1 = min(c0 + _CHUNK, p1)
+            radius, angle = _pairs(word_a, word_b, half, c0, c1, tensor.dtype, tensor.device, True)
+            wave = angle.sin_() if use_sin else angle.cos_()
+            position = offset + (c0 - p0)
+            flat[position : position + (c1 - c0)].add_(wave.mul_(radius), alpha=alpha)
     return tensor
+
+
+def uniform_slice(k: Tensor, start: int, stop: int, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+    """Elements ``start .. stop - 1`` of ``uniform(k, (n,))`` for any ``n >= stop``."""
+    _check_key(k)
+    word_a, word_b = _words(k)
+    return _unit_uniform(_hash_range(word_a, word_b, start, stop - start, device or k.device), dtype)
 
 
 def rademacher(

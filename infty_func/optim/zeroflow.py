@@ -182,6 +182,7 @@ class ZeroFlow(torch.optim.Optimizer):
             sign=self.sign,
             sparsity=self.gradient_sparsity,
             history=self.alpha if self.use_history_grad else None,
+            hold=not self.memory_efficient,
         )
 
     def _apply(self, estimate, scale: float = 1.0) -> None:

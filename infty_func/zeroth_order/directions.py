@@ -1,15 +1,17 @@
 """Random probe directions for zeroth-order estimates, regenerated from keys.
 
-A query's direction ``z`` is one standard-normal stream per parameter leaf
-(``fold_in(query_key, leaf_index)``), optionally with a random fraction of its entries
-zeroed (gradient sparsity). Because ``z`` is a pure function of the key, a memory-efficient
-estimator can rebuild it leaf by leaf whenever it needs it instead of storing it (MeZO,
-Malladi et al. 2023).
+A query's direction ``z`` is one standard-normal stream over all parameter entries, leaf
+after leaf (``normal(fold_in(query_key, 0), (N,))`` with ``N`` the number of entries),
+optionally with a random fraction of each leaf's entries zeroed (gradient sparsity, its
+mask drawn from ``fold_in(query_key, 1)``). Because the stream is counter based, any leaf's
+slice can be drawn on its own, bit for bit: drawing all leaves at once costs one call (fast
+for many small leaves), and a memory-efficient estimator can rebuild one leaf at a time
+instead of storing ``z`` (MeZO, Malladi et al. 2023).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -17,9 +19,8 @@ from torch import Tensor
 from infty_func.core import random
 from infty_func.core.tree import PyTree, is_functorch_wrapped, tree_flatten
 
-__all__ = ["leaf_sparsities", "direction_leaf", "perturbed_leaf", "add_direction_", "query_key"]
+__all__ = ["leaf_sparsities", "query_key", "Directions"]
 
-# Streams folded into a query key: the direction's normals and its sparsity mask.
 _NORMAL_STREAM, _MASK_STREAM = 0, 1
 
 
@@ -63,30 +64,61 @@ def query_key(step_key: Tensor, query: int) -> Tensor:
     return random.fold_in(step_key, query)
 
 
-def direction_leaf(key: Tensor, index: int, like: Tensor, sparsity: float | Tensor | None) -> Tensor:
-    """Leaf ``index`` of the direction for ``key``: standard normal, shaped like ``like``,
-    with each entry zeroed with probability ``sparsity``."""
-    leaf_key = random.fold_in(key, index)
-    z = random.normal(random.fold_in(leaf_key, _NORMAL_STREAM), like.shape, like.dtype, like.device)
-    if sparsity is not None:
-        keep = random.uniform(random.fold_in(leaf_key, _MASK_STREAM), like.shape, torch.float32, device=like.device)
-        keep = keep >= sparsity
-        z = z * keep if is_functorch_wrapped(z) or is_functorch_wrapped(keep) else z.mul_(keep)
-    return z
+class Directions:
+    """The direction ``z`` of one query over the given leaves (see the module docstring)."""
 
+    def __init__(self, key: Tensor, leaves: Sequence[Tensor], fractions: Sequence):
+        self.normal_key = random.fold_in(key, _NORMAL_STREAM)
+        self.mask_key = random.fold_in(key, _MASK_STREAM)
+        self.leaves = list(leaves)
+        self.fractions = list(fractions)
+        sizes = [leaf.numel() for leaf in self.leaves]
+        self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.total = sum(sizes)
 
-def perturbed_leaf(w: Tensor, scale: float | Tensor, key: Tensor, index: int, sparsity) -> Tensor:
-    """``w + scale · z`` for one leaf, with ``z`` regenerated and discarded (its storage is
-    reused for the result outside vmap)."""
-    z = direction_leaf(key, index, w, sparsity)
-    if is_functorch_wrapped(z) or is_functorch_wrapped(w) or isinstance(scale, Tensor):
-        return w + scale * z
-    return z.mul_(scale).add_(w)
+    def _bounds(self, index: int) -> tuple[int, int]:
+        start = self.offsets[index]
+        return start, start + self.leaves[index].numel()
 
+    def _masked(self, index: int, z: Tensor) -> Tensor:
+        fraction = self.fractions[index]
+        if fraction is None:
+            return z
+        start, stop = self._bounds(index)
+        keep = random.uniform_slice(self.mask_key, start, stop, torch.float32, z.device).reshape(z.shape) >= fraction
+        return z * keep if is_functorch_wrapped(z) or is_functorch_wrapped(keep) else z.mul_(keep)
 
-def add_direction_(w: Tensor, scale: float, key: Tensor, index: int, sparsity) -> Tensor:
-    """``w += scale · z`` in place for one leaf. Dense directions are added chunk by chunk
-    (no leaf-sized temporary); sparse ones build ``z`` and its mask first."""
-    if sparsity is None:
-        return random.add_normal_(w, random.fold_in(random.fold_in(key, index), _NORMAL_STREAM), scale)
-    return w.add_(direction_leaf(key, index, w, sparsity), alpha=scale)
+    def leaf(self, index: int) -> Tensor:
+        """``z`` for one leaf (a fresh tensor)."""
+        like = self.leaves[index]
+        start, stop = self._bounds(index)
+        z = random.normal_slice(self.normal_key, self.total, start, stop, like.dtype, like.device).reshape(like.shape)
+        return self._masked(index, z)
+
+    def all(self) -> list[Tensor]:
+        """``z`` for every leaf, drawn in one call when the leaves share a dtype and device."""
+        dtypes = {(leaf.dtype, leaf.device) for leaf in self.leaves}
+        if len(dtypes) != 1 or is_functorch_wrapped(self.normal_key):
+            return [self.leaf(i) for i in range(len(self.leaves))]
+        dtype, device = dtypes.pop()
+        flat = random.normal(self.normal_key, (self.total,), dtype, device)
+        return [
+            self._masked(i, flat[self.offsets[i] : self.offsets[i] + leaf.numel()].view(leaf.shape))
+            for i, leaf in enumerate(self.leaves)
+        ]
+
+    def point_leaf(self, index: int, scale: float | Tensor) -> Tensor:
+        """``w + scale · z`` for one leaf (``z`` rebuilt and dropped; its storage is reused
+        for the result outside vmap)."""
+        w, z = self.leaves[index], self.leaf(index)
+        if is_functorch_wrapped(z) or is_functorch_wrapped(w) or isinstance(scale, Tensor):
+            return w + scale * z
+        return z.mul_(scale).add_(w)
+
+    def add_to_(self, index: int, target: Tensor, scale: float) -> Tensor:
+        """``target += scale · z`` in place for one leaf; dense leaves chunk by chunk, with no
+        leaf-sized temporary."""
+        if self.fractions[index] is None:
+            start, _ = self._bounds(index)
+            return random.add_normal_(target, self.normal_key, scale, n=self.total, start=start)
+        return target.add_(self.leaf(index), alpha=scale)

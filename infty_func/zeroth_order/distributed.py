@@ -22,5 +22,3 @@ def all_reduce_mean(values: Tensor) -> Tensor:
     total = values.detach().clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total / dist.get_world_size()
-
-

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from infty_func.core import random
 from infty_func.core.tree import tree_flatten, tree_unflatten
-from infty_func.zeroth_order.directions import add_direction_, direction_leaf, leaf_sparsities, query_key
+from infty_func.zeroth_order.directions import Directions, leaf_sparsities, query_key
 from infty_func.zeroth_order.spsa import ZOGradientState
 
 __all__ = ["InPlaceEstimate", "estimate_in_place"]
@@ -28,23 +28,23 @@ class InPlaceEstimate:
     """The outcome of one in-place estimate: the projected differences per query, the
     probe losses and the next state; :meth:`leaf` rebuilds the estimate for one leaf."""
 
-    def __init__(self, projected, probe_outputs, state, config, parameters, fractions):
+    def __init__(self, projected, probe_outputs, state, config, parameters, directions, held=None):
         self.projected = projected  # list of 0-d tensors, one per query
         self.probe_outputs = probe_outputs  # what evaluate() returned at the last query's +εz probe
         self.state = state  # the next ZOGradientState
         self._config = config
         self._parameters = parameters
-        self._fractions = fractions
+        self._directions = directions
+        self._held = held
 
     def leaf(self, index: int, scale: float = 1.0) -> Tensor:
         """``scale · ĝ`` for leaf ``index`` (a fresh tensor; with ``history`` it also
         advances that leaf's smoothed direction in :attr:`state`)."""
-        cfg, w = self._config, self._parameters[index]
-        keys, q = cfg["keys"], len(self.projected)
+        cfg, q = self._config, len(self.projected)
         history_leaves = cfg["history_leaves"]
         out = None
-        for query, (key, projected) in enumerate(zip(keys, self.projected)):
-            z = direction_leaf(key, index, w, self._fractions[index])
+        for query, (directions, projected) in enumerate(zip(self._directions, self.projected)):
+            z = self._held[query][index].clone() if self._held is not None else directions.leaf(index)
             if history_leaves is not None:
                 if not (query == 0 and cfg["first_step"]):
                     z = z.mul_(1 - cfg["alpha"]).add_(history_leaves[index], alpha=cfg["alpha"])
@@ -78,33 +78,42 @@ def estimate_in_place(
     sign: bool,
     sparsity,
     history: float | None,
+    hold: bool = False,
 ) -> InPlaceEstimate:
     """Probe ``evaluate()`` at ``w ± ε z_i`` by perturbing ``parameters`` in place and
     restoring them (up to rounding). ``evaluate`` returns ``(summed loss, output)``.
 
     The arithmetic follows ``infty.optim.ZeroFlow``: ``+εz``, evaluate, ``−2εz``, evaluate,
     ``+εz`` (two-sided); ``+εz``, evaluate, ``−εz``, evaluate ``f(w)`` (one-sided).
+    With ``hold``, each query's ``z`` is drawn once for all leaves and kept until the
+    estimate is read (faster for many small leaves); otherwise every use rebuilds it leaf by
+    leaf and no parameter-sized tensor is made.
     """
     fractions = leaf_sparsities(sparsity, dict(zip(names, parameters)), "zo_gradient")
-    keys = [query_key(state.key, query) for query in range(q)]
+    all_directions = [Directions(query_key(state.key, query), parameters, fractions) for query in range(q)]
 
-    def shift(key, scale):
+    held = [directions.all() for directions in all_directions] if hold else None
+
+    def shift(directions, scale):
+        if held is not None:
+            torch._foreach_add_(list(parameters), held[all_directions.index(directions)], alpha=scale)
+            return
         for index, p in enumerate(parameters):
-            add_direction_(p, scale, key, index, fractions[index])
+            directions.add_to_(index, p, scale)
 
     projected, probe_losses, probe_output = [], [], None
-    for key in keys:
-        shift(key, eps)
+    for directions in all_directions:
+        shift(directions, eps)
         plus, output = evaluate()
         probe_output = output  # infty returns the last query's (logits, loss_list)
         if mode == "two_side":
-            shift(key, -2 * eps)
+            shift(directions, -2 * eps)
             minus, _ = evaluate()
-            shift(key, eps)
+            shift(directions, eps)
             difference = (plus - minus) / (2 * eps)
             probe_losses += [plus, minus]
         else:
-            shift(key, -eps)
+            shift(directions, -eps)
             minus, _ = evaluate()
             difference = (plus - minus) / eps
             probe_losses += [minus]
@@ -115,11 +124,10 @@ def estimate_in_place(
         history_leaves, history_spec = tree_flatten(state.history)
         history_leaves = list(history_leaves)
     config = {
-        "keys": keys,
         "alpha": history,
         "history_leaves": history_leaves,
         "history_spec": history_spec,
         "first_step": bool(state.count == 0),
     }
     next_state = ZOGradientState(random.next_key(state.key), state.count + 1, state.history, loss)
-    return InPlaceEstimate(projected, probe_output, next_state, config, list(parameters), fractions)
+    return InPlaceEstimate(projected, probe_output, next_state, config, list(parameters), all_directions, held)

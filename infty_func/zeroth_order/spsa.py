@@ -12,7 +12,7 @@ from infty_func.core import random
 from infty_func.core.base import GradientTransformation
 from infty_func.core.objective import evaluate, perturbed, require_loss_fn
 from infty_func.core.tree import PyTree, tree_flatten, tree_unflatten, tree_zeros_like
-from infty_func.zeroth_order.directions import direction_leaf, leaf_sparsities, perturbed_leaf, query_key
+from infty_func.zeroth_order.directions import Directions, leaf_sparsities, query_key
 
 __all__ = ["zo_gradient", "ZOGradientState", "MODES"]
 
@@ -116,18 +116,16 @@ def zo_gradient(
         history_leaves = tree_flatten(state.history)[0] if history is not None else None
         if not two_sided:
             base = _summed(value) if value is not None else _summed(evaluate(loss_fn, params))
-        keys = [query_key(state.key, query) for query in range(q)]
-        held = None if memory_efficient else [[direction_leaf(k, i, w, fractions[i]) for i, w in enumerate(leaves)] for k in keys]
+        directions = [Directions(query_key(state.key, query), leaves, fractions) for query in range(q)]
+        held = None if memory_efficient else [d.all() for d in directions]
 
         def direction(query, index):
-            if held is not None:
-                return held[query][index]
-            return direction_leaf(keys[query], index, leaves[index], fractions[index])
+            return held[query][index] if held is not None else directions[query].leaf(index)
 
         def point(query, scale):
             if held is not None:
                 return tree_unflatten([w + scale * z for w, z in zip(leaves, held[query])], spec)
-            return tree_unflatten([perturbed_leaf(w, scale, keys[query], i, fractions[i]) for i, w in enumerate(leaves)], spec)
+            return tree_unflatten([directions[query].point_leaf(i, scale) for i in range(len(leaves))], spec)
 
         differences, probe_losses = [], []
         for query in range(q):

@@ -7,19 +7,16 @@ from __future__ import annotations
 import torch
 
 import infty_func as ifn
-from infty_func.zeroth_order.directions import direction_leaf, query_key
+from infty_func.zeroth_order.directions import Directions, leaf_sparsities, query_key
 
 
 def spsa_directions(params: dict, seed: int, steps: int, q: int, sparsity=None) -> list[list[torch.Tensor]]:
     """The directions ``zo_gradient(seed=seed, q=q)`` uses, query after query, step after step."""
-    from infty_func.zeroth_order.directions import leaf_sparsities
-
     fractions = leaf_sparsities(sparsity, params, "test")
     k, out = ifn.random.key(seed), []
     for _ in range(steps):
         for query in range(q):
-            kq = query_key(k, query)
-            out.append([direction_leaf(kq, i, w, fractions[i]) for i, w in enumerate(params.values())])
+            out.append(Directions(query_key(k, query), list(params.values()), fractions).all())
         k = ifn.random.next_key(k)
     return out
 
