@@ -92,7 +92,7 @@ class Directions:
         """``z`` for one leaf (a fresh tensor)."""
         like = self.leaves[index]
         start, stop = self._bounds(index)
-        z = random.normal_slice(self.normal_key, self.total, start, stop, like.dtype, like.device).reshape(like.shape)
+        z = random.normal_slice(self.normal_key, start, stop, like.dtype, like.device).reshape(like.shape)
         return self._masked(index, z)
 
     def all(self) -> list[Tensor]:
@@ -120,5 +120,5 @@ class Directions:
         leaf-sized temporary."""
         if self.fractions[index] is None:
             start, _ = self._bounds(index)
-            return random.add_normal_(target, self.normal_key, scale, n=self.total, start=start)
+            return random.add_normal_(target, self.normal_key, scale, start=start)
         return target.add_(self.leaf(index), alpha=scale)
