@@ -233,13 +233,15 @@ def uniform(
 
 # Element 2p and 2p + 1 of a normal stream are the two Box–Muller outputs of pair p, whose
 # uniforms are the stream's words 2p (radius) and 2p + 1 (angle). So element j depends on
-# j alone, any slice costs what it contains, and large draws go in chunks of this many
-# pairs, every intermediate in cache and no full-size temporary (measured on the 2-core
-# machine, 10M float32 normals: 2.7x torch.randn in whole-array passes; 1.2x in chunks of
-# 2**16 pairs, 1.6x in chunks of 2**15, 2.2x in chunks of 2**14, where the in-place ZO step
-# on a 50M-parameter model peaks at 87, 83 and 82 MB above idle). Chunking does not change
-# any value.
-_CHUNK = 1 << 15
+# j alone, any slice costs what it contains, and large draws go in chunks of pairs, every
+# intermediate in cache and no full-size temporary. Chunking does not change any value.
+# Measured on the 2-core machine, 10M float32 normals: 2.7x torch.randn in whole-array
+# passes; 1.2x in chunks of 2**16 pairs, 1.6x in chunks of 2**15, 2.2x in chunks of 2**14.
+# Whole draws (`normal`) use the fast size; slices and in-place additions, which the
+# memory-efficient zeroth-order paths make leaf by leaf, use the smaller one: with it the
+# in-place ZO step on a 50M-parameter model peaks at 83 MB above idle instead of 87.
+_CHUNK = 1 << 16
+_LEAN_CHUNK = 1 << 15
 
 
 def _pair_outputs(word_a, word_b, p0: int, p1: int, dtype: torch.dtype, device) -> Tensor:
@@ -260,7 +262,7 @@ def _pair_outputs(word_a, word_b, p0: int, p1: int, dtype: torch.dtype, device) 
     return u
 
 
-def _normal_flat(k: Tensor, start: int, stop: int, dtype: torch.dtype, device) -> Tensor:
+def _normal_flat(k: Tensor, start: int, stop: int, dtype: torch.dtype, device, chunk: int = _CHUNK) -> Tensor:
     """Elements ``start .. stop - 1`` of the normal stream of ``k``."""
     _check_key(k)
     word_a, word_b = _words(k)
@@ -269,8 +271,8 @@ def _normal_flat(k: Tensor, start: int, stop: int, dtype: torch.dtype, device) -
     if is_functorch_wrapped(k):
         return _pair_outputs(word_a, word_b, first_pair, end_pair, dtype, device)[skip : skip + (stop - start)]
     out = torch.empty(2 * (end_pair - first_pair), dtype=dtype, device=device)
-    for p0 in range(first_pair, end_pair, _CHUNK):
-        p1 = min(p0 + _CHUNK, end_pair)
+    for p0 in range(first_pair, end_pair, chunk):
+        p1 = min(p0 + chunk, end_pair)
         out[2 * (p0 - first_pair) : 2 * (p1 - first_pair)] = _pair_outputs(word_a, word_b, p0, p1, dtype, device)
     return out[skip : skip + (stop - start)]
 
@@ -291,7 +293,7 @@ def normal_slice(k: Tensor, start: int, stop: int, dtype: torch.dtype = torch.fl
     bit, computed without the rest (a leaf of a direction drawn over all parameters)."""
     if not 0 <= start <= stop:
         raise ValueError(f"normal_slice needs 0 <= start <= stop, got {start}, {stop}")
-    return _normal_flat(k, start, stop, dtype, device or k.device)
+    return _normal_flat(k, start, stop, dtype, device or k.device, _LEAN_CHUNK)
 
 
 def add_normal_(tensor: Tensor, k: Tensor, alpha: float = 1.0, start: int = 0) -> Tensor:
@@ -304,8 +306,8 @@ def add_normal_(tensor: Tensor, k: Tensor, alpha: float = 1.0, start: int = 0) -
     stop = start + flat.shape[0]
     first_pair, end_pair = start // 2, (stop + 1) // 2
     skip = start - 2 * first_pair
-    for p0 in range(first_pair, end_pair, _CHUNK):
-        p1 = min(p0 + _CHUNK, end_pair)
+    for p0 in range(first_pair, end_pair, _LEAN_CHUNK):
+        p1 = min(p0 + _LEAN_CHUNK, end_pair)
         values = _pair_outputs(word_a, word_b, p0, p1, tensor.dtype, tensor.device)
         lo = 2 * (p0 - first_pair) - skip  # position of values[0] in flat (may be -1)
         cut = max(0, -lo)

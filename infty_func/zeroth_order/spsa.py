@@ -11,7 +11,7 @@ from torch import Tensor
 from infty_func.core import random
 from infty_func.core.base import GradientTransformation
 from infty_func.core.objective import evaluate, perturbed, require_loss_fn
-from infty_func.core.tree import PyTree, tree_flatten, tree_unflatten, tree_zeros_like
+from infty_func.core.tree import PyTree, tree_flatten, tree_unflatten, tree_zeros_like, use_foreach
 from infty_func.zeroth_order.directions import Directions, leaf_sparsities, query_key
 
 __all__ = ["zo_gradient", "ZOGradientState", "MODES"]
@@ -124,6 +124,8 @@ def zo_gradient(
 
         def point(query, scale):
             if held is not None:
+                if use_foreach(leaves, held[query]):
+                    return tree_unflatten(torch._foreach_add(leaves, held[query], alpha=scale), spec)
                 return tree_unflatten([w + scale * z for w, z in zip(leaves, held[query])], spec)
             return tree_unflatten([directions[query].point_leaf(i, scale) for i in range(len(leaves))], spec)
 
@@ -144,8 +146,13 @@ def zo_gradient(
         if sign:
             projected = torch.sign(projected)
 
-        estimate: list = [None] * len(leaves)
-        for query in range(q):
+        if history_leaves is None and held is not None and q == 1 and use_foreach(leaves, held[0]):
+            estimate = torch._foreach_mul(held[0], projected[0].to(leaves[0].dtype))
+            query_range = range(0)  # done in one foreach kernel
+        else:
+            estimate = [None] * len(leaves)
+            query_range = range(q)
+        for query in query_range:
             for i, w in enumerate(leaves):
                 z = direction(query, i)
                 if history_leaves is not None:
