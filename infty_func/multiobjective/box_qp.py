@@ -1,0 +1,36 @@
+"""``min_v vᵀ P v`` subject to ``v ≥ u`` (P positive definite, m small), solved exactly by
+enumerating active sets: every candidate's linear system is solved in one batch and the
+best primal-feasible candidate is selected, with no data-dependent branch (vmappable)."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor
+
+__all__ = ["lower_bounded_qp"]
+
+
+def _free_masks(m: int, device) -> Tensor:
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=m)), dtype=torch.float64, device=device)
+
+
+def lower_bounded_qp(quadratic: Tensor, lower: Tensor) -> Tensor:
+    """The minimiser of ``vᵀ P v`` over ``v ≥ lower``. ``lower`` may carry leading batch
+    dimensions (several problems with the same ``P``)."""
+    p = quadratic.to(torch.float64)
+    m = p.shape[-1]
+    free = _free_masks(m, p.device)  # [K, m]: 1 where the bound is inactive
+    lower = lower.to(torch.float64)
+    batch_shape = lower.shape[:-1]
+    # Free rows: (P v)_i = 0 (stationarity); active rows: v_j = lower_j.
+    system = free.unsqueeze(-1) * p + torch.diag_embed(1.0 - free)  # [K, m, m]
+    rhs = (1.0 - free) * lower.unsqueeze(-2)  # [..., K, m]
+    solution = torch.linalg.solve(system, rhs.unsqueeze(-1)).squeeze(-1)  # [..., K, m]
+    tolerance = 1e-12 * (1.0 + lower.abs().amax(-1, keepdim=True))
+    feasible = ((solution - lower.unsqueeze(-2)) >= -tolerance.unsqueeze(-1)).all(-1)
+    objective = ((solution @ p) * solution).sum(-1)
+    objective = torch.where(feasible, objective, torch.full_like(objective, float("inf")))
+    best = torch.argmin(objective, dim=-1)
+    return torch.gather(solution, -2, best[..., None, None].expand(*batch_shape, 1, m)).squeeze(-2)

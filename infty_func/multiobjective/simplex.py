@@ -1,0 +1,59 @@
+"""Small quadratic programs over the simplex, solved exactly by enumerating supports.
+
+``min_w wᵀ Q w + cᵀ w`` subject to ``w ≥ 0, Σ w = 1`` (m variables, m small) has its
+optimum at the solution of the equality-constrained problem on some support ``S``. Every
+support's KKT system is solved at once (a batch of ``2^m − 1`` small linear systems, with
+the excluded variables pinned to zero), infeasible ones are discarded, and the best
+feasible one is selected: no data-dependent Python branch, so it runs under vmap, and it
+is exact up to rounding (no iteration tolerance).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor
+
+__all__ = ["simplex_qp", "MAX_EXACT_OBJECTIVES"]
+
+# 2^m - 1 supports: 4095 systems of size 13 at m = 12 is still small.
+MAX_EXACT_OBJECTIVES = 12
+
+
+def _supports(m: int, device) -> Tensor:
+    masks = [bits for bits in itertools.product([0.0, 1.0], repeat=m) if any(bits)]
+    return torch.tensor(masks, dtype=torch.float64, device=device)
+
+
+def simplex_qp(quadratic: Tensor, linear: Tensor | None = None) -> Tensor:
+    """The minimiser of ``wᵀ Q w + cᵀ w`` over the probability simplex (``Q`` symmetric PSD,
+    float64)."""
+    m = quadratic.shape[-1]
+    if m == 1:
+        return torch.ones(1, dtype=torch.float64, device=quadratic.device)
+    if m > MAX_EXACT_OBJECTIVES:
+        raise ValueError(f"simplex_qp enumerates supports and takes m <= {MAX_EXACT_OBJECTIVES}, got m = {m}")
+    q = quadratic.to(torch.float64)
+    c = torch.zeros(m, dtype=torch.float64, device=q.device) if linear is None else linear.to(torch.float64)
+    masks = _supports(m, q.device)  # [S, m]
+    count = masks.shape[0]
+    # KKT: 2 Q_SS w_S + c_S + λ 1 = 0, Σ w_S = 1; excluded rows pinned: w_j = 0.
+    keep = masks.unsqueeze(-1) * masks.unsqueeze(-2)  # [S, m, m]
+    scale = torch.diagonal(q).abs().max().clamp_min(1e-300)
+    system = torch.zeros(count, m + 1, m + 1, dtype=torch.float64, device=q.device)
+    system[:, :m, :m] = 2 * q / scale * keep + torch.diag_embed(1.0 - masks)
+    system[:, :m, m] = masks
+    system[:, m, :m] = masks
+    rhs = torch.zeros(count, m + 1, dtype=torch.float64, device=q.device)
+    rhs[:, :m] = -c / scale * masks
+    rhs[:, m] = 1.0
+    # lstsq tolerates singular supports (identical gradients): a minimum-norm KKT point.
+    solution = torch.linalg.lstsq(system, rhs.unsqueeze(-1)).solution.squeeze(-1)
+    weights = solution[:, :m] * masks
+    residual = (system @ solution.unsqueeze(-1)).squeeze(-1) - rhs
+    objective = ((weights @ q) * weights).sum(-1) + weights @ c
+    feasible = (weights >= -1e-12).all(-1) & ((weights.sum(-1) - 1).abs() < 1e-9) & (residual.abs().amax(-1) < 1e-7)
+    objective = torch.where(feasible, objective, torch.full_like(objective, float("inf")))
+    best = torch.argmin(objective)
+    return weights[best].clamp_min(0)
