@@ -18,7 +18,7 @@ class PCGradState(NamedTuple):
     key: Tensor  # int64 [2], advanced every step (the random projection orders)
 
 
-def pcgrad_weights(gram: Tensor, orders: Tensor, reduction: str = "sum") -> Tensor:
+def pcgrad_weights(gram: Tensor, orders: Tensor, reduction: str = "sum", eps: float = 0.0) -> Tensor:
     """PCGrad on the Gramian: each ``g_i`` is projected, in ``orders[i]``, off every
     original ``g_j`` it conflicts with (``g_i' ← g_i' − (g_i'·g_j)/‖g_j‖² g_j`` when the
     product is negative); the update is the sum (or mean) of the projected gradients.
@@ -26,10 +26,11 @@ def pcgrad_weights(gram: Tensor, orders: Tensor, reduction: str = "sum") -> Tens
     Each ``g_i'`` is kept as coefficients on the original gradients, so the products are
     rows of ``C G`` and nothing parameter-sized is touched. ``orders`` is ``[m, m]`` (row
     ``i``: the order in which ``g_i`` meets the others; its own index is skipped).
+    ``eps`` is added to ``‖g_j‖²`` before dividing (``infty`` uses 1e-8).
     """
     m = gram.shape[0]
     diagonal = torch.diagonal(gram)
-    safe = torch.where(diagonal > 0, diagonal, torch.ones_like(diagonal))
+    safe = torch.where(diagonal + eps > 0, diagonal + eps, torch.ones_like(diagonal))
     eye = torch.eye(m, dtype=gram.dtype, device=gram.device)
     rows = []
     for i in range(m):
@@ -37,14 +38,14 @@ def pcgrad_weights(gram: Tensor, orders: Tensor, reduction: str = "sum") -> Tens
         for step in range(m):
             j = orders[i, step]
             product = c @ gram[:, j]
-            conflict = (product < 0) & (j != i) & (diagonal[j] > 0)
+            conflict = (product < 0) & (j != i) & (diagonal[j] + eps > 0)
             c = c - torch.where(conflict, product / safe[j], torch.zeros_like(product)) * eye[j]
         rows.append(c)
     weights = torch.stack(rows).sum(0)
     return weights / m if reduction == "mean" else weights
 
 
-def pcgrad(seed: int | None = 0, reduction: str = "sum", m: int | None = None) -> GradientTransformation:
+def pcgrad(seed: int | None = 0, reduction: str = "sum", eps: float = 0.0, m: int | None = None) -> GradientTransformation:
     """PCGrad as an aggregator: projected conflicting gradients, summed (``"sum"``, as the
     paper, ``infty``, ``conflictfree`` and ``torchjd``) or averaged (``"mean"``).
 
@@ -67,6 +68,6 @@ def pcgrad(seed: int | None = 0, reduction: str = "sum", m: int | None = None) -
         else:
             noise = torch.stack([random.uniform(random.fold_in(inner.key, i), (rows,), torch.float64) for i in range(rows)])
             orders = torch.argsort(noise, dim=-1)
-        return pcgrad_weights(gram, orders, reduction), PCGradState(random.next_key(inner.key))
+        return pcgrad_weights(gram, orders, reduction, eps), PCGradState(random.next_key(inner.key))
 
     return weighted_aggregator("pcgrad", weighting, m, init_inner)

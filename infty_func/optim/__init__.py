@@ -2,6 +2,7 @@
 
 from infty_func.optim.closure_objective import ClosureObjective
 from infty_func.optim.infty_geometry import GAM, GSAM, SAM, C_Flat, InftyGeometryOptimizer, LookSAM
+from infty_func.optim.infty_multiobjective import OGD, CAGrad, GradVac, InftyMultiObjectiveOptimizer, PCGrad, UniGrad_FS
 from infty_func.optim.transform_optimizer import TransformOptimizer
 from infty_func.optim.zeroflow import INFTYOPTS, ZeroFlow
 
@@ -16,4 +17,10 @@ __all__ = [
     "C_Flat",
     "ZeroFlow",
     "INFTYOPTS",
+    "InftyMultiObjectiveOptimizer",
+    "PCGrad",
+    "CAGrad",
+    "GradVac",
+    "OGD",
+    "UniGrad_FS",
 ]
