@@ -18,6 +18,7 @@ from infty_func.multiobjective.config import (
 )
 from infty_func.multiobjective.diagnostics import ConflictDiagnostics
 from infty_func.multiobjective.gradvac import GradVacState, gradvac
+from infty_func.multiobjective.momentum import ConFIGMomentumState, config_momentum
 from infty_func.multiobjective.ogd import OGDState, ogd, ogd_add_directions
 from infty_func.multiobjective.pcgrad import PCGradState, pcgrad
 from infty_func.multiobjective.projection_methods import aligned_mtl, dualproj, imtlg, upgrad
@@ -34,6 +35,8 @@ __all__ = [
     "dualproj",
     "aligned_mtl",
     "config",
+    "config_momentum",
+    "ConFIGMomentumState",
     "ogd",
     "ogd_add_directions",
     "unigrad_fs",

@@ -89,7 +89,7 @@ def aligned_mtl(pref_vector=None, scale_mode: str = "min", m: int | None = None)
             scale = kept.min()
         elif scale_mode == "median":
             ordered = torch.sort(torch.where(keep, eigenvalues, torch.full_like(eigenvalues, float("inf")))).values
-            scale = ordered[(keep.sum() - 1).clamp_min(0)]
+            scale = ordered[torch.div(keep.sum() - 1, 2, rounding_mode="floor").clamp_min(0)]
         else:
             scale = (eigenvalues * keep).sum() / keep.sum().clamp_min(1)
         inverse_sqrt = torch.where(keep, safe.rsqrt(), torch.zeros_like(safe))

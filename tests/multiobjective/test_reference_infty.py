@@ -188,8 +188,12 @@ def test_ogd_matches_infty_over_a_task_switch(tmp_path):
     for cls, extra in ((infty_optim.OGD, {"basis_path": str(tmp_path / "basis.pt")}), (ifn.optim.OGD, {"seed": 42})):
         torch.manual_seed(0)
         model = DictOut(nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4)).double())
-        opt = cls(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), model,
-                  args={"num_sample_per_task": 5, **extra})
+        opt = cls(
+            model.parameters(),
+            torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+            model,
+            args={"num_sample_per_task": 5, **extra},
+        )
         for step in range(STEPS):
             if step == 5:
                 torch.manual_seed(42)
@@ -197,8 +201,9 @@ def test_ogd_matches_infty_over_a_task_switch(tmp_path):
                 model.train()
                 opt.task_id = 1
             batches = data(2, step)
-            opt.set_closure(lambda batches=batches: (model(batches[0][0])["logits"],
-                                                     losses_of(lambda x: model(x)["logits"], batches)))
+            opt.set_closure(
+                lambda batches=batches: (model(batches[0][0])["logits"], losses_of(lambda x: model(x)["logits"], batches))
+            )
             opt.step()
         results.append({name: p.detach().clone() for name, p in model.named_parameters()})
     assert_close(results[1], results[0], 1e-6)

@@ -1,0 +1,137 @@
+"""ConFIG with momentum (conflictfree's ``PseudoMomentumOperator`` and
+``SeparateMomentumOperator``): one objective's gradient is fresh each step, the others come
+from their momentum buffers (Liu et al. 2024, "ConFIG", §3.3, M-ConFIG)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from infty_func.core.base import GradientTransformation
+from infty_func.core.tree import PyTree, tree_flatten, tree_unflatten
+from infty_func.multiobjective.config import config_weights, equal_weight, projection_length
+from infty_func.multiobjective.jacobian import gramian, jacobian_rows
+
+__all__ = ["config_momentum", "ConFIGMomentumState", "KINDS"]
+
+KINDS = ("pseudo", "separate")
+_EPS = 1e-8
+
+
+class ConFIGMomentumState(NamedTuple):
+    counts: Tensor  # [m] int64: updates each objective's buffer has seen
+    steps: Tensor  # int64: steps since every buffer had a gradient
+    first: PyTree  # the params' structure, leaves [m, ...]: first moments M_i
+    second: PyTree  # pseudo: leaves like the params (the shared s); separate: [m, ...] (S_i)
+    previous: PyTree  # pseudo: the previous undebiased direction (leaves like the params); separate: ()
+
+
+def _zeros_rows(leaves, m):
+    return [torch.zeros((m, *leaf.shape), dtype=leaf.dtype, device=leaf.device) for leaf in leaves]
+
+
+def config_momentum(
+    m: int,
+    kind: str = "pseudo",
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    weight_model=None,
+    length_model=None,
+) -> GradientTransformation:
+    """M-ConFIG: ConFIG on momentum buffers, for training that evaluates one objective (or a
+    few) per step. The update takes the fresh rows as its Jacobian input and their indices
+    as the ``index`` extra (an int or a list of ints), as the reference's
+    ``calculate_gradient(indexes, grads)`` does.
+
+    ``kind="pseudo"`` (``PseudoMomentumOperator``): per objective ``M_i ← β₁ M_i + (1 − β₁) g``
+    for the fresh ones; once every buffer has a gradient, ``d = ConFIG(M̂)`` with
+    ``M̂_i = M_i / (1 − β₁^{t_i})``; a shared second moment is built from the "fake"
+    gradient ``(d_t − β₁ d_{t−1}) / (1 − β₁)`` (undebiased ``d``) and the update is
+    ``d / (√ŝ + 1e-8)``. ``kind="separate"``: per-objective Adam moments (``M_i``, ``S_i``,
+    bias-corrected by their own counts) and ConFIG on ``M̂_i / (√Ŝ_i + 1e-8)`` — the
+    intent of conflictfree's ``SeparateMomentumOperator``, whose constructor fails in
+    0.1.8. Until every objective has been seen the update is zero, as the reference's.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"config_momentum: kind must be one of {KINDS}, got {kind!r}")
+    if not isinstance(m, int) or m < 1:
+        raise ValueError(f"config_momentum needs the number of objectives m >= 1, got {m!r}")
+    weights_of = weight_model or equal_weight()
+    length_of = length_model or projection_length()
+
+    def init_fn(params):
+        leaves, spec = tree_flatten(params)
+        first = tree_unflatten(_zeros_rows(leaves, m), spec)
+        if kind == "pseudo":
+            second = tree_unflatten([torch.zeros_like(leaf) for leaf in leaves], spec)
+            previous = tree_unflatten([torch.zeros_like(leaf) for leaf in leaves], spec)
+        else:
+            second = tree_unflatten(_zeros_rows(leaves, m), spec)
+            previous = ()
+        return ConFIGMomentumState(torch.zeros(m, dtype=torch.int64), torch.zeros((), dtype=torch.int64), first, second, previous)
+
+    def update_fn(updates, state, params=None, *, index=None, **extra):
+        del params, extra
+        leaves, spec, rows = jacobian_rows(updates, "config_momentum")
+        indices = list(range(m)) if index is None else ([index] if isinstance(index, int) else [int(i) for i in index])
+        if len(indices) != rows:
+            raise ValueError(f"config_momentum got {rows} fresh gradients for indices {indices}")
+        if any(not 0 <= i < m for i in indices):
+            raise ValueError(f"config_momentum: indices {indices} out of range for m = {m}")
+        fresh = torch.zeros(m, dtype=torch.bool)
+        fresh[indices] = True
+        counts = state.counts + fresh.to(torch.int64)
+        first, _ = tree_flatten(state.first)
+        new_first = []
+        for buffer, rows_leaf in zip(first, leaves):
+            scattered = torch.zeros_like(buffer)
+            scattered[indices] = rows_leaf
+            mask = fresh.to(buffer.dtype).reshape(-1, *([1] * (buffer.dim() - 1)))
+            new_first.append(buffer + mask * ((1 - beta1) * scattered - (1 - beta1) * buffer))
+        ready = (counts > 0).all()
+        steps = state.steps + ready.to(torch.int64)
+        t = steps.clamp_min(1).to(torch.float64)
+        debias = (1.0 - beta1 ** counts.clamp_min(1).to(torch.float64))
+
+        if kind == "pseudo":
+            corrected = [b / debias.to(b.dtype).reshape(-1, *([1] * (b.dim() - 1))) for b in new_first]
+            gram = gramian(corrected).to(torch.float64)
+            w = config_weights(gram, weights_of(gram, None), length_of, None)
+            direction = [torch.tensordot(w.to(c.dtype), c, dims=1) for c in corrected]
+            second, _ = tree_flatten(state.second)
+            previous, _ = tree_flatten(state.previous)
+            undebiased = [d * (1.0 - beta1**t).to(d.dtype) for d in direction]
+            fake = [(u - beta1 * p) / (1 - beta1) for u, p in zip(undebiased, previous)]
+            new_second = [beta2 * s + (1 - beta2) * f * f for s, f in zip(second, fake)]
+            out = [d / ((s / (1.0 - beta2**t).to(s.dtype)).sqrt() + _EPS) for d, s in zip(direction, new_second)]
+            keep = ready
+            new_second = [torch.where(keep, n, s) for n, s in zip(new_second, second)]
+            new_previous = [torch.where(keep, u, p) for u, p in zip(undebiased, previous)]
+            out = [torch.where(keep, o, torch.zeros_like(o)) for o in out]
+            return tree_unflatten(out, spec), ConFIGMomentumState(
+                counts, steps, tree_unflatten(new_first, spec), tree_unflatten(new_second, spec), tree_unflatten(new_previous, spec)
+            )
+
+        second, _ = tree_flatten(state.second)
+        new_second = []
+        for buffer, rows_leaf in zip(second, leaves):
+            scattered = torch.zeros_like(buffer)
+            scattered[indices] = rows_leaf * rows_leaf
+            mask = fresh.to(buffer.dtype).reshape(-1, *([1] * (buffer.dim() - 1)))
+            new_second.append(buffer + mask * ((1 - beta2) * scattered - (1 - beta2) * buffer))
+        debias2 = 1.0 - beta2 ** counts.clamp_min(1).to(torch.float64)
+        adapted = [
+            (b / debias.to(b.dtype).reshape(-1, *([1] * (b.dim() - 1))))
+            / ((s / debias2.to(s.dtype).reshape(-1, *([1] * (s.dim() - 1)))).sqrt() + _EPS)
+            for b, s in zip(new_first, new_second)
+        ]
+        gram = gramian(adapted).to(torch.float64)
+        w = config_weights(gram, weights_of(gram, None), length_of, None)
+        out = [torch.where(ready, torch.tensordot(w.to(a.dtype), a, dims=1), torch.zeros_like(a[0])) for a in adapted]
+        return tree_unflatten(out, spec), ConFIGMomentumState(
+            counts, steps, tree_unflatten(new_first, spec), tree_unflatten(new_second, spec), ()
+        )
+
+    return GradientTransformation(init_fn, update_fn)
