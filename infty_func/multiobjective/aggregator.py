@@ -40,7 +40,8 @@ def weighted_aggregator(
     ``granularity="model"`` weights the whole gradients with one Gramian;
     ``"layer"`` applies the rule to each leaf on its own (its own Gramian, weights and, with
     ``per_leaf_inner``, its own inner state). Diagnostics are computed from the model
-    Gramian and the applied weights (per leaf, summed), at no extra pass.
+    Gramian and the applied weights (per leaf, summed), at no extra pass. A Jacobian with
+    one row is passed through unchanged (every rule reduces to the gradient then, or should).
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"{name}: granularity must be one of {GRANULARITIES}, got {granularity!r}")
@@ -58,10 +59,19 @@ def weighted_aggregator(
 
     def update_fn(updates, state, params=None, *, value=None, **extra):
         del params, extra
+        if value is not None and value.dim() == 0:
+            raise ValueError(
+                f"{name} aggregates several objectives but got a scalar loss: give loss_fn a 1-D tensor of m "
+                "losses (ifn.step then passes their Jacobian)"
+            )
         leaves, spec, rows = jacobian_rows(updates, name)
         if m is not None and rows != m:
             raise ValueError(f"{name} was built for m={m} objectives, got a Jacobian with {rows}")
         losses = None if value is None else value.reshape(-1)
+        if rows == 1:  # one objective: its gradient, whatever the rule (and the state kept)
+            gram = gramian(leaves).to(torch.float64)
+            weights = torch.ones(1, dtype=torch.float64, device=gram.device)
+            return combine(weights, leaves, spec), AggregatorState(state.inner, conflict_diagnostics(gram, weights))
         if granularity == "model":
             gram = gramian(leaves).to(torch.float64)
             weights, inner = weighting(gram, state.inner, value=losses)

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
 from infty_func.multiobjective.aggregator import weighted_aggregator
+from infty_func.multiobjective.simplex import bordered
 
 __all__ = ["cagrad", "cagrad_weights", "RESCALES"]
 
@@ -35,13 +36,13 @@ def _dual_weights(gram: Tensor, c: Tensor) -> Tensor:
     masks = torch.tensor(supports, dtype=torch.float64, device=g.device)
     count = masks.shape[0]
     keep = masks.unsqueeze(-1) * masks.unsqueeze(-2)
-    system = torch.zeros(count, m + 1, m + 1, dtype=torch.float64, device=g.device)
-    system[:, :m, :m] = c * g * keep + torch.diag_embed(1.0 - masks)
-    system[:, :m, m] = masks
-    system[:, m, :m] = masks
-    rhs = torch.zeros(count, m + 1, 2, dtype=torch.float64, device=g.device)
-    rhs[:, :m, 0] = -linear * masks  # u: Σ y = 0
-    rhs[:, m, 1] = 1.0  # v: Σ y = 1, no linear term
+    # Built out of place (vmap cannot write batched values into a fresh unbatched tensor).
+    system = bordered(c * g * keep + torch.diag_embed(1.0 - masks), masks)
+    zeros = torch.zeros(count, 1, dtype=torch.float64, device=g.device)
+    ones = torch.ones(count, 1, dtype=torch.float64, device=g.device)
+    rhs = torch.stack(
+        [torch.cat([-linear * masks, zeros], -1), torch.cat([torch.zeros_like(masks), ones], -1)], -1
+    )  # column u: Σ y = 0 with the linear term; column v: Σ y = 1 without it
     solution = torch.linalg.lstsq(system, rhs).solution
     u, v = solution[:, :m, 0] * masks, solution[:, :m, 1] * masks
     a = ((v @ g) * v).sum(-1) + _DELTA

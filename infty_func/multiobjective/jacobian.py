@@ -33,7 +33,10 @@ def jacobian_rows(jac: PyTree, method: str) -> tuple[list[Tensor], object, int]:
             "Jacobian; give loss_fn a 1-D tensor of m losses"
         )
     if len(sizes) != 1:
-        raise ValueError(f"{method}: the Jacobian's leaves disagree on the number of objectives m: {sorted(sizes)}")
+        raise ValueError(
+            f"{method}: the Jacobian's leaves disagree on the number of objectives m: {sorted(sizes)} "
+            "(is it the gradient of a scalar loss? give loss_fn a 1-D tensor of m losses)"
+        )
     return leaves, spec, sizes.pop()
 
 

@@ -15,7 +15,7 @@ import itertools
 import torch
 from torch import Tensor
 
-__all__ = ["simplex_qp", "MAX_EXACT_OBJECTIVES"]
+__all__ = ["simplex_qp", "bordered", "MAX_EXACT_OBJECTIVES"]
 
 # 2^m - 1 supports: 4095 systems of size 13 at m = 12 is still small.
 MAX_EXACT_OBJECTIVES = 12
@@ -24,6 +24,16 @@ MAX_EXACT_OBJECTIVES = 12
 def _supports(m: int, device) -> Tensor:
     masks = [bits for bits in itertools.product([0.0, 1.0], repeat=m) if any(bits)]
     return torch.tensor(masks, dtype=torch.float64, device=device)
+
+
+def bordered(block: Tensor, masks: Tensor) -> Tensor:
+    """``[[block, mask], [maskᵀ, 0]]`` for each support (the KKT matrix with the simplex
+    constraint), assembled out of place so that it works under vmap."""
+    count = masks.shape[0]
+    corner = torch.zeros(count, 1, 1, dtype=block.dtype, device=block.device)
+    top = torch.cat([block, masks.unsqueeze(-1).expand(count, -1, 1).to(block.dtype)], -1)
+    bottom = torch.cat([masks.unsqueeze(-2).to(block.dtype), corner], -1)
+    return torch.cat([top, bottom], -2)
 
 
 def simplex_qp(quadratic: Tensor, linear: Tensor | None = None) -> Tensor:
@@ -41,13 +51,8 @@ def simplex_qp(quadratic: Tensor, linear: Tensor | None = None) -> Tensor:
     # KKT: 2 Q_SS w_S + c_S + λ 1 = 0, Σ w_S = 1; excluded rows pinned: w_j = 0.
     keep = masks.unsqueeze(-1) * masks.unsqueeze(-2)  # [S, m, m]
     scale = torch.diagonal(q).abs().max().clamp_min(1e-300)
-    system = torch.zeros(count, m + 1, m + 1, dtype=torch.float64, device=q.device)
-    system[:, :m, :m] = 2 * q / scale * keep + torch.diag_embed(1.0 - masks)
-    system[:, :m, m] = masks
-    system[:, m, :m] = masks
-    rhs = torch.zeros(count, m + 1, dtype=torch.float64, device=q.device)
-    rhs[:, :m] = -c / scale * masks
-    rhs[:, m] = 1.0
+    system = bordered(2 * q / scale * keep + torch.diag_embed(1.0 - masks), masks)
+    rhs = torch.cat([-c / scale * masks, torch.ones(count, 1, dtype=torch.float64, device=q.device)], -1)
     # lstsq tolerates singular supports (identical gradients): a minimum-norm KKT point.
     solution = torch.linalg.lstsq(system, rhs.unsqueeze(-1)).solution.squeeze(-1)
     weights = solution[:, :m] * masks
