@@ -36,6 +36,13 @@ def _accuracy(params, x, y, mask):
     return ((mlp(params, x) + mask).argmax(-1) == y).float().mean()
 
 
+def _replay_losses(params, x, y, mask, old_x, old_y, old_mask):
+    """``[old-task loss on a replayed batch, new-task loss]``: the two objectives of the
+    multi-objective methods (each replayed sample keeps its own task's head mask)."""
+    old = torch.nn.functional.cross_entropy(mlp(params, old_x) + old_mask, old_y)
+    return torch.stack([old, _loss_fn(params, x, y, mask)])
+
+
 def train_continual(
     transform_factory: Callable[[], ifn.GradientTransformation],
     tasks: list[Task],
@@ -44,11 +51,18 @@ def train_continual(
     batch_size: int = 32,
     hidden: int = 64,
     progress: Callable[[], None] | None = None,
+    replay: bool = False,
+    replay_per_task: int = 40,
 ) -> ContinualResult:
     """Train one MLP per seed on the tasks in order; evaluate every seen task after each.
 
     All seeds run in one vmapped step: parameters, optimizer states and mini-batches carry
     a leading seed axis. Seeds differ in initialisation and in the order of their batches.
+
+    With ``replay``, ``replay_per_task`` training samples of each finished task go to a
+    buffer, and from the second task on ``loss_fn`` returns two losses, an old-task loss
+    on a replayed batch and the new-task loss, for a multi-objective aggregator (on the
+    first task it returns the new-task loss alone, as a vector of one).
     """
     start = time.perf_counter()
     transform = transform_factory()
@@ -60,12 +74,23 @@ def train_continual(
         new_p, new_s, _ = ifn.step(transform, s, p, lambda q: _loss_fn(q, x, y, mask))
         return new_p, new_s
 
+    def first_task_step(p, s, x, y, mask):
+        new_p, new_s, _ = ifn.step(transform, s, p, lambda q: _loss_fn(q, x, y, mask).reshape(1))
+        return new_p, new_s
+
+    def replay_step(p, s, x, y, mask, old_x, old_y, old_mask):
+        new_p, new_s, _ = ifn.step(transform, s, p, lambda q: _replay_losses(q, x, y, mask, old_x, old_y, old_mask))
+        return new_p, new_s
+
     batched_step = vmap(train_step, in_dims=(0, 0, 0, 0, None))
+    batched_first = vmap(first_task_step, in_dims=(0, 0, 0, 0, None))
+    batched_replay = vmap(replay_step, in_dims=(0, 0, 0, 0, None, 0, 0, 0))
     batched_accuracy = vmap(_accuracy, in_dims=(0, None, None, None))
 
     num_seeds, num_tasks = len(seeds), len(tasks)
     accuracy = torch.zeros(num_seeds, num_tasks, num_tasks)
     generators = [torch.Generator().manual_seed(1000 + seed) for seed in seeds]
+    buffer_x, buffer_y, buffer_mask = [], [], []
     for t, task in enumerate(tasks):
         mask = _class_mask(task.classes)
         n = task.train_x.shape[0]
@@ -74,7 +99,20 @@ def train_continual(
             order = torch.stack([torch.randperm(n, generator=g) for g in generators])
             for b in range(steps_per_epoch):
                 index = order[:, b * batch_size : (b + 1) * batch_size]
-                params, state = batched_step(params, state, task.train_x[index], task.train_y[index], mask)
+                x, y = task.train_x[index], task.train_y[index]
+                if not replay:
+                    params, state = batched_step(params, state, x, y, mask)
+                elif not buffer_x:
+                    params, state = batched_first(params, state, x, y, mask)
+                else:
+                    old_x, old_y, old_mask = torch.cat(buffer_x), torch.cat(buffer_y), torch.cat(buffer_mask)
+                    picks = torch.stack([torch.randint(0, old_x.shape[0], (batch_size,), generator=g) for g in generators])
+                    params, state = batched_replay(params, state, x, y, mask, old_x[picks], old_y[picks], old_mask[picks])
+        if replay:
+            keep = torch.randperm(n, generator=torch.Generator().manual_seed(t))[:replay_per_task]
+            buffer_x.append(task.train_x[keep])
+            buffer_y.append(task.train_y[keep])
+            buffer_mask.append(mask.expand(len(keep), -1))
         with torch.no_grad():
             for j in range(t + 1):
                 seen = tasks[j]

@@ -23,4 +23,13 @@ METHODS: dict[str, Callable[[], ifn.GradientTransformation]] = {
     "zo_sgd": lambda: ifn.zo_sgd(0.002, momentum=0.9, q=4, memory_efficient=False, seed=0),
     "zo_adam": lambda: ifn.zo_adam(3e-3, q=4, memory_efficient=False, seed=0),
     "forward_grad": lambda: ifn.forward_grad(0.01, n_tangents=8, seed=0),
+    # two objectives from a replay buffer: old-task loss, new-task loss (see continual.py)
+    "pcgrad": lambda: ifn.chain(ifn.pcgrad(seed=0), ifn.sgd(0.05, momentum=0.9)),
+    "cagrad": lambda: ifn.chain(ifn.cagrad(0.5), ifn.sgd(0.05, momentum=0.9)),
+    "gradvac": lambda: ifn.chain(ifn.gradvac(0.9, 0.1, pairs="first"), ifn.sgd(0.05, momentum=0.9)),
+    "config": lambda: ifn.chain(ifn.config(), ifn.sgd(0.05, momentum=0.9)),
+    "unigrad_fs": lambda: ifn.chain(ifn.unigrad_fs(0.05), ifn.sgd(0.05, momentum=0.9)),
 }
+
+# Methods trained on the two objectives of a replay buffer (old task, new task).
+MULTI_OBJECTIVE = {"pcgrad", "cagrad", "gradvac", "config", "unigrad_fs"}

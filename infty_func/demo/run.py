@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from infty_func.demo.continual import train_continual
 from infty_func.demo.data import split_digits
-from infty_func.demo.registry import METHODS
+from infty_func.demo.registry import METHODS, MULTI_OBJECTIVE
 from infty_func.demo.report import summarise, table, write
 
 
@@ -34,7 +34,9 @@ def run_demo(
     with tqdm(total=len(names) * len(tasks), desc="split-digits", disable=quiet, file=sys.stderr) as bar:
         for name in names:
             bar.set_postfix_str(name)
-            results[name] = train_continual(METHODS[name], tasks, seed_list, epochs=epochs, progress=bar.update)
+            results[name] = train_continual(
+                METHODS[name], tasks, seed_list, epochs=epochs, progress=bar.update, replay=name in MULTI_OBJECTIVE
+            )
     config = {"seeds": seeds, "epochs": epochs, "tasks": len(tasks), "model": "MLP 64-64-10, task-incremental heads"}
     summary = summarise(results, config)
     json_path, png_path = write(summary, Path(out))
