@@ -7,6 +7,7 @@ from infty_func.multiobjective.cagrad import cagrad
 from infty_func.multiobjective.config import (
     LENGTH_MODELS,
     config,
+    config_update,
     equal_weight,
     projection_length,
     track_arithmetic_average,
@@ -35,6 +36,7 @@ __all__ = [
     "dualproj",
     "aligned_mtl",
     "config",
+    "config_update",
     "config_momentum",
     "ConFIGMomentumState",
     "ogd",

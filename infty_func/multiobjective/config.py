@@ -13,6 +13,7 @@ from infty_func.multiobjective.aggregator import weighted_aggregator
 
 __all__ = [
     "config",
+    "config_update",
     "config_weights",
     "equal_weight",
     "projection_length",
@@ -167,3 +168,26 @@ def config(
         return config_weights(gram, weights_of(gram, value), length_of, value, use_double), inner
 
     return weighted_aggregator("config", weighting, m)
+
+
+def config_update(
+    grads: Tensor | list[Tensor],
+    weight_model: WeightModel | None = None,
+    length_model: LengthModel | str | None = None,
+    use_least_square: bool = True,
+    losses: Tensor | None = None,
+) -> Tensor:
+    """``conflictfree.grad_operator.ConFIG_update`` for users of conflictfree: the ConFIG
+    update of ``grads``, an ``m × n`` tensor of flattened gradients (or a list of vectors),
+    as one vector. Computed from the ``m × m`` Gramian; ``m = 2`` uses the closed form
+    (``ConFIG_update_double``'s), as ``ConFIGOperator`` does."""
+    del use_least_square
+    matrix = torch.stack(list(grads)) if isinstance(grads, (list, tuple)) else grads
+    if matrix.dim() != 2:
+        raise ValueError(f"config_update takes an m × n tensor of gradients, got shape {tuple(matrix.shape)}")
+    if isinstance(length_model, str):
+        length_model = LENGTH_MODELS[length_model]()
+    gram = (matrix @ matrix.transpose(0, 1)).to(torch.float64)
+    target = (weight_model or equal_weight())(gram, losses)
+    weights = config_weights(gram, target, length_model or projection_length(), losses)
+    return weights.to(matrix.dtype) @ matrix

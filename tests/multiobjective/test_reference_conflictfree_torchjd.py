@@ -142,3 +142,12 @@ class TestTorchJD:
         orders = torch.stack([torch.randperm(m) for _ in range(m)])
         gram = flat @ flat.T
         torch.testing.assert_close(pcgrad_weights(gram, orders) @ flat, reference, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("m", [2, 3, 5])
+def test_config_update_on_a_stacked_tensor_matches_conflictfree(m, float64_default):
+    grad_operator = pytest.importorskip("conflictfree.grad_operator", reason="reference package conflictfree not installed")
+    _, flat = random_jacobian(m, 11)
+    reference = grad_operator.ConFIGOperator().calculate_gradient(flat)
+    torch.testing.assert_close(ifn.multiobjective.config_update(flat), reference, rtol=0, atol=1e-8)
+    torch.testing.assert_close(ifn.multiobjective.config_update(list(flat)), reference, rtol=0, atol=1e-8)
