@@ -24,10 +24,12 @@ def lower_bounded_qp(quadratic: Tensor, lower: Tensor) -> Tensor:
     free = _free_masks(m, p.device)  # [K, m]: 1 where the bound is inactive
     lower = lower.to(torch.float64)
     batch_shape = lower.shape[:-1]
-    # Free rows: (P v)_i = 0 (stationarity); active rows: v_j = lower_j.
+    flat_lower = lower.reshape(-1, m)  # [B, m]
+    # Free rows: (P v)_i = 0 (stationarity); active rows: v_j = lower_j. The matrix depends
+    # on the active set only, so all problems share one factorisation per set.
     system = free.unsqueeze(-1) * p + torch.diag_embed(1.0 - free)  # [K, m, m]
-    rhs = (1.0 - free) * lower.unsqueeze(-2)  # [..., K, m]
-    solution = torch.linalg.solve(system, rhs.unsqueeze(-1)).squeeze(-1)  # [..., K, m]
+    rhs = (1.0 - free).unsqueeze(-1) * flat_lower.transpose(0, 1).unsqueeze(0)  # [K, m, B]
+    solution = torch.linalg.solve(system, rhs).permute(2, 0, 1).reshape(*batch_shape, -1, m)  # [..., K, m]
     tolerance = 1e-12 * (1.0 + lower.abs().amax(-1, keepdim=True))
     feasible = ((solution - lower.unsqueeze(-2)) >= -tolerance.unsqueeze(-1)).all(-1)
     objective = ((solution @ p) * solution).sum(-1)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
+from infty_func.core.objective import LOOP_JACOBIAN_BELOW
 from infty_func.core.tree import tree_flatten, tree_leaves, tree_unflatten
 from infty_func.multiobjective.cagrad import cagrad
 from infty_func.multiobjective.diagnostics import conflict_diagnostics
@@ -152,6 +153,19 @@ class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
         """One row per loss: the pullbacks of a single forward pass."""
         losses = list(loss_list) if isinstance(loss_list, (list, tuple)) else list(loss_list.reshape(-1))
         wrt = [p for p in parameters if p.requires_grad]
+        if len(losses) >= LOOP_JACOBIAN_BELOW:
+            try:  # all pullbacks in one batched backward
+                stacked = torch.stack(losses)
+                basis = torch.eye(len(losses), dtype=stacked.dtype, device=stacked.device)
+                found = iter(torch.autograd.grad(stacked, wrt, basis, is_grads_batched=True, allow_unused=True))
+                columns = [next(found) if p.requires_grad else None for p in parameters]
+                columns = [
+                    torch.zeros((len(losses), *p.shape), dtype=p.dtype, device=p.device) if c is None else c
+                    for p, c in zip(parameters, columns)
+                ]
+                return dict(zip(self._names(), columns))
+            except RuntimeError:
+                pass
         rows = []
         for index, loss in enumerate(losses):
             grads = torch.autograd.grad(loss, wrt, retain_graph=index < len(losses) - 1, allow_unused=True)
@@ -312,7 +326,14 @@ class UniGrad_FS(InftyMultiObjectiveOptimizer):  # noqa: N801 (INFTY's name)
                 raise ValueError(
                     f"UniGrad_FS needs exactly 2 losses (old task, new task) after the first task, got {len(loss_list)}"
                 )
-            jacobian = self._jacobian(loss_list, parameters)
+            # UniGrad-FS only needs the summed gradient at w: one backward, handed over as two
+            # rows that sum to it (the aggregation happens at the perturbed point).
+            total = torch.stack(list(loss_list)).sum()
+            grads = torch.autograd.grad(total, parameters, allow_unused=True)
+            jacobian = {
+                name: torch.stack([g, torch.zeros_like(g)]) if g is not None else torch.zeros((2, *p.shape), dtype=p.dtype)
+                for name, p, g in zip(self._names(), parameters, grads)
+            }
             objective = _ClosureJacobian(forward, self._names(), parameters, self.model)
             with torch.no_grad():
                 update, self.transform_state = self._transform.update(
