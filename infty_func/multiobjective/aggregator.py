@@ -47,6 +47,7 @@ def weighted_aggregator(
         raise ValueError(f"{name}: granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if m is not None and (not isinstance(m, int) or m < 1):
         raise ValueError(f"{name}: m (the number of objectives) must be a positive int, got {m!r}")
+    weighting = _guarded(weighting)
 
     def init_fn(params):
         if init_inner is None:
@@ -65,13 +66,16 @@ def weighted_aggregator(
                 "losses (ifn.step then passes their Jacobian)"
             )
         leaves, spec, rows = jacobian_rows(updates, name)
+        if rows == 1:  # one objective: its gradient, whatever the rule (and the state kept)
+            weights = torch.ones(1, dtype=torch.float64, device=leaves[0].device)
+            if m is None or m == 1:
+                diagnostics = conflict_diagnostics(gramian(leaves).to(torch.float64), weights)
+            else:  # keep the state's shapes (built for m objectives)
+                diagnostics = state.diagnostics
+            return combine(weights, leaves, spec), AggregatorState(state.inner, diagnostics)
         if m is not None and rows != m:
             raise ValueError(f"{name} was built for m={m} objectives, got a Jacobian with {rows}")
         losses = None if value is None else value.reshape(-1)
-        if rows == 1:  # one objective: its gradient, whatever the rule (and the state kept)
-            gram = gramian(leaves).to(torch.float64)
-            weights = torch.ones(1, dtype=torch.float64, device=gram.device)
-            return combine(weights, leaves, spec), AggregatorState(state.inner, conflict_diagnostics(gram, weights))
         if granularity == "model":
             gram = gramian(leaves).to(torch.float64)
             weights, inner = weighting(gram, state.inner, value=losses)
@@ -91,6 +95,18 @@ def weighted_aggregator(
         return out, AggregatorState(inner, diagnostics)
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def _guarded(weighting):
+    """Solvers (LAPACK) may abort on non-finite input: solve on a finite Gramian and let
+    NaN through to the weights when the Gramian was not finite."""
+
+    def guarded(gram, inner, value=None):
+        finite = torch.isfinite(gram).all()
+        weights, inner = weighting(torch.where(finite, gram, torch.zeros_like(gram)), inner, value=value)
+        return torch.where(finite, weights, torch.full_like(weights, float("nan"))), inner
+
+    return guarded
 
 
 def _leaves(params):

@@ -112,10 +112,13 @@ def config_weights(
     norms = torch.diagonal(gram).clamp_min(0).sqrt()
     inverse = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, 1.0), torch.zeros_like(norms))
     unit_gram = inverse[:, None] * gram * inverse[None, :]
+    general = torch.linalg.pinv(unit_gram, hermitian=True) @ target
     if m == 2 and use_double:
-        coefficients = _double_coefficients(unit_gram, target)
+        # The closed form divides by sin θ: for (anti)parallel gradients use the general form.
+        sine = (1.0 - unit_gram[0, 1] ** 2).clamp_min(0).sqrt()
+        coefficients = torch.where(sine > 1e-12, _double_coefficients(unit_gram, target), general)
     else:
-        coefficients = torch.linalg.pinv(unit_gram, hermitian=True) @ target
+        coefficients = general
     direction_norm = (coefficients @ unit_gram @ coefficients).clamp_min(0).sqrt()
     unit_direction = coefficients / torch.where(direction_norm > 0, direction_norm, 1.0)  # on the u_i
     unit_projections = unit_gram @ unit_direction  # u_i · û

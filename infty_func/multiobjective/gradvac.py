@@ -57,7 +57,7 @@ def gradvac(
     beta: float = 0.9,
     target: float = 0.1,
     granularity: str = "model",
-    m: int = 2,
+    m: int | None = 2,
     pairs: str = "all",
 ) -> GradientTransformation:
     """GradVac as an aggregator: gradients whose cosine falls below an adaptive target are
@@ -69,8 +69,9 @@ def gradvac(
         target: the initial target cosine of every pair (the reference's ``S_T``).
         granularity: ``"model"`` (one cosine over all parameters) or ``"layer"`` (one per
             parameter leaf, each with its own targets: the reference's ``layer-wise``).
-        m: the number of objectives for ``pairs="all"`` (the targets live in the state, so
-            it is fixed); ``pairs="first"`` takes any ``m ≥ 2``.
+        m: the number of objectives (the targets of ``pairs="all"`` and the diagnostics
+            live in the state, so it is fixed); with ``pairs="first"`` it may be ``None``
+            for any ``m ≥ 2`` (the diagnostics then appear after the first step).
         pairs: ``"all"`` pairs ``i < j``, or ``"first"``: only ``(0, 1)``, the others summed
             unchanged, as ``infty.optim.GradVac`` does for any ``m``. For ``m = 2`` they agree.
 
@@ -79,8 +80,8 @@ def gradvac(
     """
     if pairs not in PAIRS:
         raise ValueError(f"gradvac: pairs must be one of {PAIRS}, got {pairs!r}")
-    if not isinstance(m, int) or m < 2:
-        raise ValueError(f"gradvac needs m >= 2 objectives, got {m!r}")
+    if pairs == "all" and (not isinstance(m, int) or m < 2):
+        raise ValueError(f"gradvac with pairs='all' needs the number of objectives m >= 2, got {m!r}")
 
     size = 2 if pairs == "first" else m
 
@@ -92,5 +93,5 @@ def gradvac(
         weights, targets = gradvac_weights(gram, inner.targets, beta, pairs)
         return weights, GradVacState(targets)
 
-    # "first" touches only the pair (0, 1), so it takes any number of objectives (as infty).
-    return weighted_aggregator("gradvac", weighting, None if pairs == "first" else m, init_inner, granularity, True)
+    # "first" touches only the pair (0, 1): m (or None, for any m ≥ 2) only sizes the diagnostics.
+    return weighted_aggregator("gradvac", weighting, m, init_inner, granularity, True)

@@ -72,8 +72,10 @@ class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
                 setattr(self, key, value)
         self.forward_func = None
         self._similarities: list[Tensor] = []
-        self._transform = self.build()
-        self.transform_state = self._transform.init(self._params_tree())
+        self.m: int | None = None
+        self._pending = None
+        self._transform = None
+        self.transform_state = None
 
     # -- what subclasses provide ---------------------------------------------------------
     def build(self) -> GradientTransformation:
@@ -109,6 +111,7 @@ class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
         parameters = self._parameters()
         with torch.enable_grad():
             logits, loss_list = forward()
+        self._ensure_state(len(loss_list))
         jacobian = self._jacobian(loss_list, parameters)
         with torch.no_grad():
             update = self.aggregate(jacobian, logits, loss_list)
@@ -125,16 +128,38 @@ class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
         del train_loader
 
     def state_dict(self) -> dict:
-        return {**self.base_optimizer.state_dict(), "transform": [leaf.clone() for leaf in tree_leaves(self.transform_state)]}
+        """The base optimizer's state dict plus this method's state (targets, basis, keys,
+        diagnostics), so a resumed run continues exactly."""
+        leaves = tree_leaves(self.transform_state) if self.transform_state is not None else self._pending or []
+        return {**self.base_optimizer.state_dict(), "transform": [leaf.clone() for leaf in leaves]}
 
     def load_state_dict(self, state_dict: dict) -> None:
         saved = state_dict.get("transform")
         self.base_optimizer.load_state_dict({k: v for k, v in state_dict.items() if k != "transform"})
-        if saved is not None:
-            leaves, spec = tree_flatten(self.transform_state)
-            if len(saved) != len(leaves):
-                raise ValueError(f"the saved state has {len(saved)} tensors, {type(self).__name__}'s state {len(leaves)}")
-            self.transform_state = tree_unflatten([new.to(dtype=old.dtype).clone() for old, new in zip(leaves, saved)], spec)
+        if saved is None:
+            return
+        if self.transform_state is None:  # built at the first step, once m is known
+            self._pending = [leaf.clone() for leaf in saved]
+            return
+        self._restore(saved)
+
+    def _restore(self, saved) -> None:
+        leaves, spec = tree_flatten(self.transform_state)
+        if len(saved) != len(leaves):
+            raise ValueError(f"the saved state has {len(saved)} tensors, {type(self).__name__}'s state {len(leaves)}")
+        self.transform_state = tree_unflatten([new.to(dtype=old.dtype).clone() for old, new in zip(leaves, saved)], spec)
+
+    def _ensure_state(self, m: int) -> None:
+        """Build the transform for ``m`` objectives at the first step (the aggregators keep
+        per-objective state and diagnostics of a fixed shape)."""
+        if self.transform_state is not None:
+            return
+        self.m = m
+        self._transform = self.build()
+        self.transform_state = self._transform.init(self._params_tree())
+        if self._pending is not None:
+            self._restore(self._pending)
+            self._pending = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_optimizer.__class__.__name__})"
@@ -192,7 +217,7 @@ class PCGrad(InftyMultiObjectiveOptimizer):
     DEFAULTS: ClassVar[dict] = {"task_id": 0}
 
     def build(self):
-        return pcgrad(seed=None)
+        return pcgrad(seed=None, eps=1e-8, m=self.m)
 
     def aggregate(self, jacobian, logits, loss_list):
         leaves, spec = tree_flatten(jacobian)
@@ -217,7 +242,7 @@ class CAGrad(InftyMultiObjectiveOptimizer):
     DEFAULTS: ClassVar[dict] = {"calpha": 0.1, "rescale": 0, "task_id": 0}
 
     def build(self):
-        return cagrad(self.calpha, self.rescale)
+        return cagrad(self.calpha, self.rescale, m=self.m)
 
     def aggregate(self, jacobian, logits, loss_list):
         out = super().aggregate(jacobian, logits, loss_list)
@@ -235,11 +260,13 @@ class GradVac(InftyMultiObjectiveOptimizer):
         targets = list(self.args["S_T"])
         if len(targets) != 1:
             raise ValueError("GradVac here takes one initial S_T for every block; got several")
-        return gradvac(self.beta, float(targets[0]), _granularity(self.utype), m=2, pairs="first")
+        return gradvac(self.beta, float(targets[0]), _granularity(self.utype), m=self.m, pairs="first")
 
     @property
     def S_T(self) -> Tensor:  # noqa: N802 (INFTY's name)
         """The current target similarities (one per block)."""
+        if self.transform_state is None:
+            return torch.tensor(list(self.args["S_T"]), dtype=torch.float64)
         inner = self.transform_state.inner
         states = inner if isinstance(inner, tuple) and not hasattr(inner, "targets") else (inner,)
         return torch.stack([state.targets[0, 1] for state in states])
@@ -315,6 +342,7 @@ class UniGrad_FS(InftyMultiObjectiveOptimizer):  # noqa: N801 (INFTY's name)
         parameters = self._parameters()
         with torch.enable_grad():
             logits, loss_list = forward()
+        self._ensure_state(len(loss_list))
         if self.task_id == 0:
             total = torch.stack(list(loss_list)).sum()
             grads = torch.autograd.grad(total, parameters, allow_unused=True)
@@ -386,6 +414,7 @@ class OGD(InftyMultiObjectiveOptimizer):
             logits, loss_list = forward()
             total = torch.stack(list(loss_list)).sum()
             grads = torch.autograd.grad(total, parameters, allow_unused=True)
+        self._ensure_state(len(loss_list))
         gradient = {name: (torch.zeros_like(p) if g is None else g) for name, p, g in zip(self._names(), parameters, grads)}
         with torch.no_grad():
             if self.task_id > 0:
@@ -400,6 +429,7 @@ class OGD(InftyMultiObjectiveOptimizer):
         """Add the current task's directions to the basis."""
         if train_loader is None:
             raise ValueError("OGD.post_process needs the task's train_loader (items (index, x, y))")
+        self._ensure_state(1)
         dataset = train_loader.dataset
         targets = [int(dataset[i][2]) for i in range(len(dataset))]
         if self.init_cls is None or self.increment is None:

@@ -141,7 +141,8 @@ class TransformOptimizer(torch.optim.Optimizer):
         if len(saved) != len(leaves):
             raise ValueError(
                 f"the saved state has {len(saved)} tensors, this transform's state {len(leaves)}; "
-                "was it saved from the same transform?"
+                "was it saved from the same transform? (an aggregator built without m= adds its "
+                "diagnostics at the first step: build it with m= to checkpoint before stepping)"
             )
         for index, (old, new) in enumerate(zip(leaves, saved)):
             if old.shape != new.shape:

@@ -181,3 +181,19 @@ def test_ogd_removes_the_stored_directions_and_skips_dependent_ones():
     torch.testing.assert_close(out["w"], torch.tensor([0.0, 0, 1, 5], dtype=torch.float64))
     full = ifn.ogd_add_directions(state, {"w": torch.eye(4, dtype=torch.float64)})
     assert int(full.count) == 3  # capacity
+
+
+def test_config_stays_finite_for_exactly_opposite_gradients():
+    g = torch.linspace(-1.0, 2.0, 20, dtype=torch.float64)
+    flat = torch.stack([g, -g])
+    jac = {"weight": flat[:, :15].reshape(2, 3, 5), "bias": flat[:, 15:]}
+    out = aggregate(ifn.config(), jac)
+    assert torch.isfinite(out).all()
+
+
+def test_a_non_finite_jacobian_gives_nan_not_a_solver_crash():
+    _, flat = random_jacobian(3, 0)
+    flat[1, 4] = float("nan")
+    jac = {"weight": flat[:, :15].reshape(3, 3, 5), "bias": flat[:, 15:]}
+    for transform in (ifn.mgda(), ifn.cagrad(), ifn.upgrad(), ifn.config()):
+        assert torch.isnan(aggregate(transform, jac)).any()

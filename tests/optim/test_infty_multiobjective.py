@@ -1,0 +1,86 @@
+"""INFTY-compatible gradient-filtering classes: resumable state, sim_list, errors.
+(Agreement with infty itself: tests/multiobjective/test_reference_infty.py.)"""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+import torch
+from torch import nn
+
+import infty_func as ifn
+from tests.conftest import make_batches, make_mlp, params_of
+
+CLASSES = {
+    "PCGrad": (ifn.optim.PCGrad, {}),
+    "CAGrad": (ifn.optim.CAGrad, {"calpha": 0.5, "rescale": 1}),
+    "GradVac": (ifn.optim.GradVac, {"task_id": 1, "S_T": [0.5]}),
+    "UniGrad_FS": (ifn.optim.UniGrad_FS, {"task_id": 1, "S_T": [0.5]}),
+    "OGD": (ifn.optim.OGD, {}),
+}
+
+
+def build(name, model):
+    cls, args = CLASSES[name]
+    return cls(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), model, args=dict(args))
+
+
+def train(opt, model, batches):
+    for (x, y), (x2, y2) in zip(batches[::2], batches[1::2]):
+        opt.set_closure(
+            lambda x=x, y=y, x2=x2, y2=y2: (
+                model(x),
+                [nn.functional.cross_entropy(model(x), y), nn.functional.cross_entropy(model(x2), y2)],
+            )
+        )
+        opt.step()
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_state_dict_resumes_bit_identically(name):
+    batches = make_batches(16, seed=9)
+    random.seed(0)
+    model = make_mlp()
+    train(build(name, model), model, batches)
+
+    random.seed(0)
+    first = make_mlp()
+    opt = build(name, first)
+    train(opt, first, batches[:8])
+    buffer = io.BytesIO()
+    torch.save({"model": first.state_dict(), "opt": opt.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer)
+    resumed = make_mlp(seed=5)
+    resumed.load_state_dict(saved["model"])
+    opt = build(name, resumed)
+    opt.load_state_dict(saved["opt"])
+    train(opt, resumed, batches[8:])
+    for key, value in params_of(model).items():
+        assert torch.equal(value, params_of(resumed)[key]), key
+
+
+@pytest.mark.parametrize("name", ["PCGrad", "CAGrad", "GradVac", "UniGrad_FS"])
+def test_sim_list_records_one_mean_cosine_per_step(name):
+    model = make_mlp()
+    opt = build(name, model)
+    train(opt, model, make_batches(8))
+    assert len(opt.sim_list) == 4 and all(-1.0 <= value <= 1.0 for value in opt.sim_list)
+    assert all(isinstance(value, float) for value in opt.sim_list)
+
+
+def test_unigrad_fs_refuses_three_losses_after_the_first_task():
+    model = make_mlp()
+    opt = build("UniGrad_FS", model)
+    x, y = make_batches(1)[0]
+    opt.set_closure(lambda: (model(x), [nn.functional.cross_entropy(model(x), y)] * 3))
+    with pytest.raises(ValueError, match="UniGrad_FS needs exactly 2 losses"):
+        opt.step()
+
+
+def test_unknown_args_are_refused():
+    model = make_mlp()
+    with pytest.raises(ValueError, match=r"CAGrad does not take args \['c'\]"):
+        ifn.optim.CAGrad(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.1), model, args={"c": 0.5})
