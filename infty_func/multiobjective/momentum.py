@@ -26,6 +26,8 @@ class ConFIGMomentumState(NamedTuple):
     first: PyTree  # the params' structure, leaves [m, ...]: first moments M_i
     second: PyTree  # pseudo: leaves like the params (the shared s); separate: [m, ...] (S_i)
     previous: PyTree  # pseudo: the previous undebiased direction (leaves like the params); separate: ()
+    losses: Tensor  # [m] float64: the recorded losses (latest, or their debiased moving average)
+    loss_counts: Tensor  # [m] int64: losses recorded per objective
 
 
 def _zeros_rows(leaves, m):
@@ -39,6 +41,8 @@ def config_momentum(
     beta2: float = 0.999,
     weight_model=None,
     length_model=None,
+    loss_recorder: str | None = None,
+    loss_beta: float = 0.9,
 ) -> GradientTransformation:
     """M-ConFIG: ConFIG on momentum buffers, for training that evaluates one objective (or a
     few) per step. The update takes the fresh rows as its Jacobian input and their indices
@@ -53,7 +57,16 @@ def config_momentum(
     bias-corrected by their own counts) and ConFIG on ``M̂_i / (√Ŝ_i + 1e-8)`` — the
     intent of conflictfree's ``SeparateMomentumOperator``, whose constructor fails in
     0.1.8. Until every objective has been seen the update is zero, as the reference's.
+
+    Weight and length models that use losses get them from a loss recorder: the fresh
+    objectives' losses come as the ``value`` extra (one per index) and
+    ``loss_recorder="latest"`` keeps the last one of each objective (conflictfree's
+    ``LatestLossRecorder``), ``"momentum"`` their moving average
+    ``ℓ_i ← β ℓ_i + (1 − β) loss_i`` debiased by ``1 − β^{n_i}`` (the intent of
+    ``MomentumLossRecorder``, broken in conflictfree 0.1.8). ``None`` passes no losses.
     """
+    if loss_recorder not in (None, "latest", "momentum"):
+        raise ValueError(f"config_momentum: loss_recorder must be None, 'latest' or 'momentum', got {loss_recorder!r}")
     if kind not in KINDS:
         raise ValueError(f"config_momentum: kind must be one of {KINDS}, got {kind!r}")
     if not isinstance(m, int) or m < 1:
@@ -74,9 +87,17 @@ def config_momentum(
         else:
             second = tree_unflatten(_zeros_rows(leaves, m), spec)
             previous = ()
-        return ConFIGMomentumState(torch.zeros(m, dtype=torch.int64), torch.zeros((), dtype=torch.int64), first, second, previous)
+        return ConFIGMomentumState(
+            torch.zeros(m, dtype=torch.int64),
+            torch.zeros((), dtype=torch.int64),
+            first,
+            second,
+            previous,
+            torch.zeros(m, dtype=torch.float64),
+            torch.zeros(m, dtype=torch.int64),
+        )
 
-    def update_fn(updates, state, params=None, *, index=None, **extra):
+    def update_fn(updates, state, params=None, *, index=None, value=None, **extra):
         del params, extra
         leaves, spec, rows = jacobian_rows(updates, "config_momentum")
         indices = list(range(m)) if index is None else ([index] if isinstance(index, int) else [int(i) for i in index])
@@ -87,6 +108,18 @@ def config_momentum(
         fresh = torch.zeros(m, dtype=torch.bool)
         fresh[indices] = True
         counts = state.counts + fresh.to(torch.int64)
+        losses, loss_counts, recorded = state.losses, state.loss_counts, None
+        if loss_recorder is not None and value is not None:
+            incoming = torch.zeros(m, dtype=torch.float64).index_copy(0, torch.tensor(indices), value.reshape(-1).to(torch.float64))
+            loss_counts = loss_counts + fresh.to(torch.int64)
+            if loss_recorder == "latest":
+                losses = torch.where(fresh, incoming, losses)
+            else:
+                losses = torch.where(fresh, loss_beta * losses + (1 - loss_beta) * incoming, losses)
+        if loss_recorder == "latest":
+            recorded = losses
+        elif loss_recorder == "momentum":
+            recorded = losses / (1.0 - loss_beta ** loss_counts.clamp_min(1).to(torch.float64))
         first, _ = tree_flatten(state.first)
         new_first = []
         for buffer, rows_leaf in zip(first, leaves):
@@ -97,12 +130,12 @@ def config_momentum(
         ready = (counts > 0).all()
         steps = state.steps + ready.to(torch.int64)
         t = steps.clamp_min(1).to(torch.float64)
-        debias = (1.0 - beta1 ** counts.clamp_min(1).to(torch.float64))
+        debias = 1.0 - beta1 ** counts.clamp_min(1).to(torch.float64)
 
         if kind == "pseudo":
             corrected = [b / debias.to(b.dtype).reshape(-1, *([1] * (b.dim() - 1))) for b in new_first]
             gram = gramian(corrected).to(torch.float64)
-            w = config_weights(gram, weights_of(gram, None), length_of, None)
+            w = config_weights(gram, weights_of(gram, recorded), length_of, recorded)
             direction = [torch.tensordot(w.to(c.dtype), c, dims=1) for c in corrected]
             second, _ = tree_flatten(state.second)
             previous, _ = tree_flatten(state.previous)
@@ -115,7 +148,13 @@ def config_momentum(
             new_previous = [torch.where(keep, u, p) for u, p in zip(undebiased, previous)]
             out = [torch.where(keep, o, torch.zeros_like(o)) for o in out]
             return tree_unflatten(out, spec), ConFIGMomentumState(
-                counts, steps, tree_unflatten(new_first, spec), tree_unflatten(new_second, spec), tree_unflatten(new_previous, spec)
+                counts,
+                steps,
+                tree_unflatten(new_first, spec),
+                tree_unflatten(new_second, spec),
+                tree_unflatten(new_previous, spec),
+                losses,
+                loss_counts,
             )
 
         second, _ = tree_flatten(state.second)
@@ -132,10 +171,10 @@ def config_momentum(
             for b, s in zip(new_first, new_second)
         ]
         gram = gramian(adapted).to(torch.float64)
-        w = config_weights(gram, weights_of(gram, None), length_of, None)
+        w = config_weights(gram, weights_of(gram, recorded), length_of, recorded)
         out = [torch.where(ready, torch.tensordot(w.to(a.dtype), a, dims=1), torch.zeros_like(a[0])) for a in adapted]
         return tree_unflatten(out, spec), ConFIGMomentumState(
-            counts, steps, tree_unflatten(new_first, spec), tree_unflatten(new_second, spec), ()
+            counts, steps, tree_unflatten(new_first, spec), tree_unflatten(new_second, spec), (), losses, loss_counts
         )
 
     return GradientTransformation(init_fn, update_fn)

@@ -197,3 +197,34 @@ def test_a_non_finite_jacobian_gives_nan_not_a_solver_crash():
     jac = {"weight": flat[:, :15].reshape(3, 3, 5), "bias": flat[:, 15:]}
     for transform in (ifn.mgda(), ifn.cagrad(), ifn.upgrad(), ifn.config()):
         assert torch.isnan(aggregate(transform, jac)).any()
+
+
+@pytest.mark.parametrize("recorder", ["latest", "momentum"])
+def test_config_momentum_records_the_losses_its_models_read(recorder):
+    seen = []
+
+    def weight_model(gram, losses):
+        seen.append(None if losses is None else losses.clone())
+        return torch.ones(gram.shape[0], dtype=torch.float64)
+
+    tx = ifn.config_momentum(2, "pseudo", weight_model=weight_model, loss_recorder=recorder, loss_beta=0.5)
+    params = {"w": torch.zeros(3, dtype=torch.float64)}
+    state = tx.init(params)
+    for step, (index, loss) in enumerate([(0, 4.0), (1, 2.0), (0, 2.0)]):
+        jac = {"w": torch.tensor([[1.0, 0.5, -1.0]], dtype=torch.float64) * (step + 1)}
+        _, state = tx.update(jac, state, params, index=index, value=torch.tensor([loss], dtype=torch.float64))
+    expected = torch.tensor([2.0, 2.0]) if recorder == "latest" else torch.tensor([(0.5 * 0.5 * 4 + 0.5 * 2) / 0.75, 2.0])
+    torch.testing.assert_close(seen[-1], expected.to(torch.float64))
+
+
+def test_config_momentum_state_has_no_shape_changes_and_separate_kind_runs():
+    params = {"w": torch.zeros(3, dtype=torch.float64)}
+    for kind in ("pseudo", "separate"):
+        tx = ifn.config_momentum(3, kind)
+        state = tx.init(params)
+        shapes = [leaf.shape for leaf in ifn.tree_leaves(state)]
+        for step in range(5):
+            jac = {"w": torch.randn(1, 3, dtype=torch.float64)}
+            out, state = tx.update(jac, state, params, index=step % 3)
+            assert torch.isfinite(out["w"]).all()
+        assert [leaf.shape for leaf in ifn.tree_leaves(state)] == shapes
