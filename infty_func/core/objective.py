@@ -30,6 +30,7 @@ __all__ = [
     "hvp_operator",
     "evaluate",
     "total_loss",
+    "summed",
     "perturbed",
     "require_loss_fn",
     "LOOP_JACOBIAN_BELOW",
@@ -228,6 +229,11 @@ def evaluate(loss_fn: Callable, params: PyTree) -> Tensor:
     return value
 
 
+def summed(value: Tensor) -> Tensor:
+    """A loss value as one scalar: several losses (a 1-D tensor) are summed."""
+    return value.sum() if value.dim() > 0 else value
+
+
 def total_loss(loss_fn: Callable) -> Callable[[PyTree], Tensor]:
     """``params -> loss_fn(params)`` summed to a scalar, aux dropped: the objective of
     methods that treat several losses as their sum (as ``infty`` does with its
@@ -235,7 +241,7 @@ def total_loss(loss_fn: Callable) -> Callable[[PyTree], Tensor]:
 
     def total(params):
         value, _ = _with_aux(loss_fn, None)(params)
-        return value.sum() if value.dim() > 0 else value
+        return summed(value)
 
     return total
 

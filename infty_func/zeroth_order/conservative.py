@@ -5,14 +5,10 @@ from __future__ import annotations
 import torch
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.objective import evaluate, perturbed, require_loss_fn
+from infty_func.core.objective import evaluate, perturbed, require_loss_fn, summed
 from infty_func.core.tree import tree_add, tree_scale, tree_sub
 
 __all__ = ["conservative"]
-
-
-def _summed(value):
-    return value.sum() if value.dim() > 0 else value
 
 
 def conservative(inner: GradientTransformation) -> GradientTransformation:
@@ -43,10 +39,10 @@ def conservative(inner: GradientTransformation) -> GradientTransformation:
         if params is None:
             raise ValueError("conservative evaluates w ± update and needs params")
         delta, state = inner.update(updates, state, params, loss_fn=loss_fn, value=value, **extra)
-        current = _summed(value) if value is not None else _summed(evaluate(loss_fn, params))
+        current = summed(value) if value is not None else summed(evaluate(loss_fn, params))
         with perturbed(loss_fn):  # trial points leave module state alone
-            plus = _summed(evaluate(loss_fn, tree_add(params, delta)))
-            minus = _summed(evaluate(loss_fn, tree_sub(params, delta)))
+            plus = summed(evaluate(loss_fn, tree_add(params, delta)))
+            minus = summed(evaluate(loss_fn, tree_sub(params, delta)))
         worse = plus > current
         factor = torch.where(
             worse,

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from infty_func.core import random
 from infty_func.core.base import GradientTransformation
-from infty_func.core.objective import evaluate, perturbed, require_loss_fn
+from infty_func.core.objective import evaluate, perturbed, require_loss_fn, summed
 from infty_func.core.tree import PyTree, tree_flatten, tree_unflatten, tree_zeros_like, use_foreach
 from infty_func.zeroth_order.directions import Directions, leaf_sparsities, query_key
 
@@ -24,10 +24,6 @@ class ZOGradientState(NamedTuple):
     count: Tensor  # int64, steps so far
     history: PyTree  # smoothed directions (empty tuple without `history`)
     loss: Tensor  # float64: mean loss over this step's probes (≈ f(w) + O(eps²) two-sided)
-
-
-def _summed(value: Tensor) -> Tensor:
-    return value.sum() if value.dim() > 0 else value
 
 
 def zo_gradient(
@@ -115,7 +111,7 @@ def zo_gradient(
         fractions = leaf_sparsities(sparsity, params, "zo_gradient")
         history_leaves = tree_flatten(state.history)[0] if history is not None else None
         if not two_sided:
-            base = _summed(value) if value is not None else _summed(evaluate(loss_fn, params))
+            base = summed(value) if value is not None else summed(evaluate(loss_fn, params))
         directions = [Directions(query_key(state.key, query), leaves, fractions) for query in range(q)]
         held = None if memory_efficient else [d.all() for d in directions]
 
@@ -132,8 +128,8 @@ def zo_gradient(
         differences, probe_losses = [], []
         for query in range(q):
             with perturbed(loss_fn):  # probes leave module state (batch-norm statistics) alone
-                plus = _summed(evaluate(loss_fn, point(query, eps)))
-                minus = _summed(evaluate(loss_fn, point(query, -eps))) if two_sided else None
+                plus = summed(evaluate(loss_fn, point(query, eps)))
+                minus = summed(evaluate(loss_fn, point(query, -eps))) if two_sided else None
             probe_losses.append(plus)
             if two_sided:
                 probe_losses.append(minus)
