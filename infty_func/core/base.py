@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from infty_func.core.batched import peel, rewrap
 from infty_func.core.tree import (
     PyTree,
     assert_same_structure,
@@ -159,4 +160,10 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     same_dtype = all(p.dtype == u.dtype for p, u in zip(leaves_p, leaves_u))
     if same_dtype and use_foreach(leaves_p, leaves_u):
         return tree_unflatten(torch._foreach_add(leaves_p, leaves_u), spec)
+    if same_dtype:  # under vmap, one foreach kernel on the stacked tensors when possible
+        peeled = peel([*leaves_p, *leaves_u])
+        if peeled is not None:
+            level, stacked = peeled
+            n = len(leaves_p)
+            return tree_unflatten(rewrap(torch._foreach_add(stacked[:n], stacked[n:]), level), spec)
     return tree_map(lambda p, u: (p + u).to(p.dtype), params, updates)

@@ -126,6 +126,9 @@ def tree_scale(tree: PyTree, factor: float | Tensor) -> PyTree:
     leaves, spec = tree_flatten(tree)
     if use_foreach(leaves) and not is_functorch_wrapped(factor):
         return tree_unflatten(torch._foreach_mul(leaves, factor), spec)
+    stacked = _scaled_stacked(leaves, factor)
+    if stacked is not None:
+        return tree_unflatten(stacked, spec)
     if isinstance(factor, Tensor):
         # Match each leaf's dtype: a batched float64 factor would widen the whole product.
         return tree_unflatten([leaf * factor.to(leaf.dtype) for leaf in leaves], spec)
@@ -292,3 +295,20 @@ def tree_set(tree: PyTree, **values: Any) -> PyTree:
         raise KeyError(f"no field named {sorted(missing)} in the state")
     return result
 
+
+
+def _scaled_stacked(leaves: list, factor) -> list | None:
+    """Under vmap, ``factor * leaves`` on the stacked tensors in one foreach kernel (see
+    :mod:`infty_func.core.batched`); ``None`` when the operands do not allow it."""
+    from infty_func.core.batched import along_batch, peel, peel_scalar, rewrap
+
+    peeled = peel(leaves)
+    if peeled is None:
+        return None
+    level, stacked = peeled
+    if isinstance(factor, Tensor):
+        plain = peel_scalar(factor, level)
+        if plain is None:
+            return None
+        return rewrap(torch._foreach_mul(stacked, [along_batch(plain, leaf) for leaf in stacked]), level)
+    return rewrap(torch._foreach_mul(stacked, factor), level)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
+from infty_func.core.batched import along_batch, peel, peel_scalar, rewrap
 from infty_func.core.tree import PyTree, tree_flatten, tree_unflatten, tree_zeros_like, use_foreach
 
 __all__ = ["scale_by_adam", "ScaleByAdamState"]
@@ -52,6 +53,15 @@ def scale_by_adam(
         mu, _ = tree_flatten(state.mu)
         nu, _ = tree_flatten(state.nu)
         nu_max, _ = tree_flatten(state.nu_max) if amsgrad else ([], None)
+        stacked = _stacked_update(grads, mu, nu, nu_max, state.count, b1, b2, eps, amsgrad)
+        if stacked is not None:
+            out, new_mu, new_nu, new_max = stacked
+            return tree_unflatten(out, spec), ScaleByAdamState(
+                count=count,
+                mu=tree_unflatten(new_mu, spec),
+                nu=tree_unflatten(new_nu, spec),
+                nu_max=tree_unflatten(new_max, spec) if amsgrad else (),
+            )
         t = count.to(torch.float64)
         # Scalars in float64 tensors: exact for float64 parameters, vmappable over counts.
         bias1 = 1.0 - torch.as_tensor(b1, dtype=torch.float64) ** t
@@ -93,3 +103,37 @@ def scale_by_adam(
         return tree_unflatten(out, spec), new_state
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def _foreach_moments(grads, mu, nu, nu_max, b1, b2, amsgrad):
+    new_mu = torch._foreach_lerp(mu, grads, 1.0 - b1)
+    new_nu = torch._foreach_mul(nu, b2)
+    torch._foreach_addcmul_(new_nu, grads, grads, 1.0 - b2)
+    new_max = torch._foreach_maximum(nu_max, new_nu) if amsgrad else nu_max
+    return new_mu, new_nu, new_max
+
+
+def _stacked_update(grads, mu, nu, nu_max, count, b1, b2, eps, amsgrad):
+    """Under vmap, the foreach update on the stacked tensors (see
+    :mod:`infty_func.core.batched`); ``None`` when the operands do not allow it."""
+    if isinstance(b1, Tensor) or isinstance(b2, Tensor):
+        return None
+    peeled = peel([*grads, *mu, *nu, *nu_max])
+    if peeled is None:
+        return None
+    level, stacked = peeled
+    n = len(grads)
+    steps = peel_scalar(count, level)
+    if steps is None:
+        return None
+    g, m, v, vmax = stacked[:n], stacked[n : 2 * n], stacked[2 * n : 3 * n], stacked[3 * n :]
+    t = (steps + 1).to(torch.float64)
+    bias1 = 1.0 - b1**t
+    bias2_sqrt = torch.sqrt(1.0 - b2**t)
+    new_mu, new_nu, new_max = _foreach_moments(g, m, v, vmax, b1, b2, amsgrad)
+    denom = torch._foreach_sqrt(new_max if amsgrad else new_nu)
+    torch._foreach_div_(denom, [along_batch(bias2_sqrt, d) for d in denom])
+    torch._foreach_add_(denom, eps)
+    torch._foreach_mul_(denom, [along_batch(bias1, d) for d in denom])
+    out = torch._foreach_div(new_mu, denom)
+    return rewrap(out, level), rewrap(new_mu, level), rewrap(new_nu, level), rewrap(new_max, level) if amsgrad else nu_max
