@@ -102,9 +102,9 @@ def jacobian(loss_fn: Callable, has_aux: bool | None = None) -> Callable:
     """``f(params) -> (values[m], jac)``: the losses and their Jacobian pytree.
 
     ``jac`` has the structure of ``params``, each leaf with a leading axis of size ``m``
-    (row ``i`` is the gradient of loss ``i``). One shared forward pass; the ``m``
-    pullbacks are looped for small ``m`` and batched with vmap from
-    ``LOOP_JACOBIAN_BELOW`` on.
+    (row ``i`` is the gradient of loss ``i``). One shared forward pass; outside torch.func
+    transforms the ``m`` pullbacks run as one batched backward (``is_grads_batched``),
+    inside them they are looped below ``LOOP_JACOBIAN_BELOW`` and vmapped from it on.
     """
     if hasattr(loss_fn, "jacobian"):
         return loss_fn.jacobian

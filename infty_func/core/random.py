@@ -206,9 +206,17 @@ def bits(k: Tensor, n: int, device: torch.device | str | None = None) -> Tensor:
     return _hash_range(word_a, word_b, 0, n, device or k.device)
 
 
+def _working(dtype: torch.dtype) -> torch.dtype:
+    """The dtype noise is computed in: float32 for the half-precision types (their range
+    and resolution cannot hold 24-bit uniforms), the requested one otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _unit_uniform(words: Tensor, dtype: torch.dtype, consume: bool = False) -> Tensor:
     """Uniforms in the open interval (0, 1) from the top 24 bits of each word
-    (``consume``: ``words`` is a temporary that may be overwritten)."""
+    (``consume``: ``words`` is a temporary that may be overwritten), computed in float32
+    for the half-precision types."""
+    dtype = _working(dtype)
     if is_functorch_wrapped(words):
         return (((words >> 8) & 0xFFFFFF).to(dtype) + 0.5) * (2.0**-24)
     top = words.bitwise_right_shift_(8) if consume else words >> 8
@@ -223,12 +231,13 @@ def uniform(
     high: float = 1.0,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Uniform numbers in ``(low, high)`` (24-bit resolution)."""
+    """Uniform numbers in ``(low, high)`` (24-bit resolution; computed in float32 for the
+    half-precision types, whose rounding can then reach the ends of the interval)."""
     shape = torch.Size(shape)
     u = _unit_uniform(bits(k, shape.numel(), device), dtype)
     if low != 0.0 or high != 1.0:
         u = u * (high - low) + low
-    return u.reshape(shape)
+    return u.to(dtype).reshape(shape)
 
 
 # Element 2p and 2p + 1 of a normal stream are the two Box–Muller outputs of pair p, whose
@@ -262,19 +271,30 @@ def _pair_outputs(word_a, word_b, p0: int, p1: int, dtype: torch.dtype, device) 
     return u
 
 
+def _check_range(stop: int) -> None:
+    """Element indices are int32: a stream has 2**31 elements, and beyond them it would
+    silently repeat."""
+    if stop > (1 << 31):
+        raise ValueError(
+            f"one key's stream holds 2**31 numbers, asked for index {stop - 1}; fold_in a per-leaf or per-block index"
+        )
+
+
 def _normal_flat(k: Tensor, start: int, stop: int, dtype: torch.dtype, device, chunk: int = _CHUNK) -> Tensor:
     """Elements ``start .. stop - 1`` of the normal stream of ``k``."""
     _check_key(k)
+    _check_range(stop)
     word_a, word_b = _words(k)
     first_pair, end_pair = start // 2, (stop + 1) // 2
     skip = start - 2 * first_pair
     if is_functorch_wrapped(k):
-        return _pair_outputs(word_a, word_b, first_pair, end_pair, dtype, device)[skip : skip + (stop - start)]
-    out = torch.empty(2 * (end_pair - first_pair), dtype=dtype, device=device)
+        values = _pair_outputs(word_a, word_b, first_pair, end_pair, dtype, device)[skip : skip + (stop - start)]
+        return values.to(dtype)
+    out = torch.empty(2 * (end_pair - first_pair), dtype=_working(dtype), device=device)
     for p0 in range(first_pair, end_pair, chunk):
         p1 = min(p0 + chunk, end_pair)
         out[2 * (p0 - first_pair) : 2 * (p1 - first_pair)] = _pair_outputs(word_a, word_b, p0, p1, dtype, device)
-    return out[skip : skip + (stop - start)]
+    return out[skip : skip + (stop - start)].to(dtype)
 
 
 def normal(
@@ -301,6 +321,10 @@ def add_normal_(tensor: Tensor, k: Tensor, alpha: float = 1.0, start: int = 0) -
     (an in-place zeroth-order perturbation), where ``z`` is the elements ``start ..`` of the
     normal stream of ``k`` (``normal(k, tensor.shape)`` for ``start = 0``)."""
     _check_key(k)
+    if not tensor.is_contiguous():  # no flat view: add a materialised slice instead
+        values = normal_slice(k, start, start + tensor.numel(), tensor.dtype, tensor.device)
+        return tensor.add_(values.reshape(tensor.shape), alpha=alpha)
+    _check_range(start + tensor.numel())
     word_a, word_b = _words(k)
     flat = tensor.view(-1)
     stop = start + flat.shape[0]
@@ -308,7 +332,7 @@ def add_normal_(tensor: Tensor, k: Tensor, alpha: float = 1.0, start: int = 0) -
     skip = start - 2 * first_pair
     for p0 in range(first_pair, end_pair, _LEAN_CHUNK):
         p1 = min(p0 + _LEAN_CHUNK, end_pair)
-        values = _pair_outputs(word_a, word_b, p0, p1, tensor.dtype, tensor.device)
+        values = _pair_outputs(word_a, word_b, p0, p1, tensor.dtype, tensor.device).to(tensor.dtype)
         lo = 2 * (p0 - first_pair) - skip  # position of values[0] in flat (may be -1)
         cut = max(0, -lo)
         hi = min(flat.shape[0], lo + values.shape[0])
@@ -319,6 +343,7 @@ def add_normal_(tensor: Tensor, k: Tensor, alpha: float = 1.0, start: int = 0) -
 def uniform_slice(k: Tensor, start: int, stop: int, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
     """Elements ``start .. stop - 1`` of ``uniform(k, (n,))`` for any ``n >= stop``."""
     _check_key(k)
+    _check_range(stop)
     word_a, word_b = _words(k)
     return _unit_uniform(_hash_range(word_a, word_b, start, stop - start, device or k.device), dtype)
 
@@ -370,7 +395,8 @@ def reseed(state, seeds: Sequence[int]):
     keys restarted from its seed: vmap a training step over the result and each member
     draws its own stream.
 
-    Keys are the fields named ``key`` (every keyed transform stores one). The first key
+    Keys are the NamedTuple fields named ``key`` (every keyed transform stores one); dict
+    entries are parameter names and are left alone. The first key
     found becomes ``key(seed)``, so a single keyed transform reseeded with ``seeds``
     matches building it with each seed; a further key ``j`` becomes
     ``fold_in(key(seed), j)``, so several keyed members keep distinct streams.
@@ -398,11 +424,8 @@ def reseed(state, seeds: Sequence[int]):
                 name: (fresh_keys() if name == "key" and isinstance(child, Tensor) else rebuild(child))
                 for name, child in zip(node._fields, node)
             })
-        if isinstance(node, dict):
-            return {
-                name: (fresh_keys() if name == "key" and isinstance(child, Tensor) else rebuild(child))
-                for name, child in node.items()
-            }
+        if isinstance(node, dict):  # dict keys are user names (parameters), never random keys
+            return {name: rebuild(child) for name, child in node.items()}
         if isinstance(node, (list, tuple)):
             return type(node)(rebuild(child) for child in node)
         return stacked(node)

@@ -156,7 +156,10 @@ def tree_vdot(a: PyTree, b: PyTree) -> Tensor:
     """The inner product ``sum_leaves <a, b>``, as a 0-d tensor."""
     leaves_a, leaves_b = tree_leaves(a), tree_leaves(b)
     # dot reads both leaves once; sum(x * y) would also write a leaf-sized temporary
-    parts = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(leaves_a, leaves_b)]
+    parts = []
+    for x, y in zip(leaves_a, leaves_b):
+        common = torch.result_type(x, y)
+        parts.append(torch.dot(x.reshape(-1).to(common), y.reshape(-1).to(common)))
     return torch.stack(parts).sum() if parts else torch.zeros(())
 
 

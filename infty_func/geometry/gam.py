@@ -75,7 +75,8 @@ def gam(
             adaptive,
             eps,
         )
-        sharpness = probes.sharpness if beta1 == 1 else tree_scale(probes.sharpness, beta1)
+        unit = isinstance(beta1, (int, float)) and beta1 == 1  # a plain number: no tensor branch
+        sharpness = probes.sharpness if unit else tree_scale(probes.sharpness, beta1)
         combined = tree_add_scaled(sharpness, beta3, probes.flatness)
         reference = tree_add_scaled(updates, abs(beta2), probes.ascent)
         return subtract_orthogonal_part(combined, reference, gamma, eps), GAMState(state.count + 1)

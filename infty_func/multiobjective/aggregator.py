@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from infty_func.core.base import EmptyState, GradientTransformation
+from infty_func.core.tree import tree_leaves
 from infty_func.multiobjective.diagnostics import ConflictDiagnostics, conflict_diagnostics, empty_diagnostics
 from infty_func.multiobjective.jacobian import combine, combine_per_leaf, gramian, jacobian_rows, leaf_gramians
 
@@ -47,6 +48,8 @@ def weighted_aggregator(
         raise ValueError(f"{name}: granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if m is not None and (not isinstance(m, int) or m < 1):
         raise ValueError(f"{name}: m (the number of objectives) must be a positive int, got {m!r}")
+    if granularity == "layer" and init_inner is not None and not per_leaf_inner:
+        raise ValueError(f"{name}: a stateful rule applied per layer needs per_leaf_inner=True (one state per leaf)")
     weighting = _guarded(weighting)
 
     def init_fn(params):
@@ -110,8 +113,6 @@ def _guarded(weighting):
 
 
 def _leaves(params):
-    from infty_func.core.tree import tree_leaves
-
     return tree_leaves(params)
 
 

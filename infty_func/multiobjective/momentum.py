@@ -105,12 +105,15 @@ def config_momentum(
             raise ValueError(f"config_momentum got {rows} fresh gradients for indices {indices}")
         if any(not 0 <= i < m for i in indices):
             raise ValueError(f"config_momentum: indices {indices} out of range for m = {m}")
-        fresh = torch.zeros(m, dtype=torch.bool)
+        device = leaves[0].device
+        fresh = torch.zeros(m, dtype=torch.bool, device=device)
         fresh[indices] = True
         counts = state.counts + fresh.to(torch.int64)
         losses, loss_counts, recorded = state.losses, state.loss_counts, None
         if loss_recorder is not None and value is not None:
-            incoming = torch.zeros(m, dtype=torch.float64).index_copy(0, torch.tensor(indices), value.reshape(-1).to(torch.float64))
+            incoming = torch.zeros(m, dtype=torch.float64, device=device).index_copy(
+                0, torch.tensor(indices, device=device), value.reshape(-1).to(torch.float64)
+            )
             loss_counts = loss_counts + fresh.to(torch.int64)
             if loss_recorder == "latest":
                 losses = torch.where(fresh, incoming, losses)

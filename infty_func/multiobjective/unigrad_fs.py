@@ -46,8 +46,6 @@ def unigrad_fs(
     aggregate = gradvac(beta, target, granularity, m=2, pairs="first")
 
     def init_fn(params):
-
-
         return aggregate.init(params), torch.zeros((), dtype=torch.int64)
 
     def update_fn(updates, state, params=None, *, loss_fn=None, **extra):
@@ -66,7 +64,7 @@ def unigrad_fs(
         summed = tree_unflatten([leaf.sum(0) for leaf in leaves], spec)
         point = ascent_point(summed, params, radius(rho, count, "unigrad_fs"), adaptive, eps)
         with perturbed(loss_fn):
-            values, perturbed_jacobian = jacobian(loss_fn)(point)
+            _, perturbed_jacobian = jacobian(loss_fn)(point)
         rows = tree_flatten(perturbed_jacobian)[0]
         if rows[0].shape[0] != 2:
             raise ValueError(f"unigrad_fs: loss_fn returned {rows[0].shape[0]} losses at the perturbed point, expected 2")

@@ -68,6 +68,7 @@ class InftyGeometryOptimizer(torch.optim.Optimizer):
         self.model = model
         self.base_optimizer = base_optimizer
         self.param_groups = base_optimizer.param_groups
+        self.name = self.NAME  # infty's attribute
         self.adaptive = adaptive
         self.perturb_eps = float(perturb_eps)
         self.grad_reduce = grad_reduce.lower()
@@ -275,12 +276,23 @@ class C_Flat(InftyGeometryOptimizer):  # noqa: N801 (INFTY's name)
         "norm_rho": None,
     }
 
+    @property
+    def A(self) -> float:  # noqa: N802 (infty's name)
+        """The ``plus`` gate's current amplitude (infty updates ``self.A``; here it lives in
+        the transform state)."""
+        state = getattr(self, "transform_state", None)
+        return float(state.threshold) if state is not None else self._initial_A
+
+    @A.setter
+    def A(self, value: float) -> None:  # noqa: N802
+        self._initial_A = float(value)
+
     def transform(self):
         return c_flat(
             self.rho,
             self.lamb,
             self.strategy,
-            self.A,
+            self._initial_A,
             self.k,
             self.t0,
             self.cof,

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.objective import LOOP_JACOBIAN_BELOW
+from infty_func.core.objective import LOOP_JACOBIAN_BELOW, summed
 from infty_func.core.tree import tree_flatten, tree_leaves, tree_unflatten
 from infty_func.multiobjective.cagrad import cagrad
 from infty_func.multiobjective.diagnostics import conflict_diagnostics
@@ -65,12 +65,14 @@ class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
         self.model = model
         self.base_optimizer = base_optimizer
         self.param_groups = base_optimizer.param_groups
+        self.name = type(self).__name__.lower()  # infty's attribute
         self.task_id = 0
         self.args = {**self.DEFAULTS, **(args or {})}
         for key, value in self.args.items():
             if not isinstance(getattr(type(self), key, None), property):
                 setattr(self, key, value)
         self.forward_func = None
+        self._reached: list[bool] = []
         self._similarities: list[Tensor] = []
         self.m: int | None = None
         self._pending = None
@@ -115,8 +117,7 @@ class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
         jacobian = self._jacobian(loss_list, parameters)
         with torch.no_grad():
             update = self.aggregate(jacobian, logits, loss_list)
-            for p, new in zip(parameters, tree_leaves(update)):
-                p.grad = new.detach().clone()
+            self._write_grads(parameters, tree_leaves(update))
         if not delay:
             self.base_optimizer.step()
         return logits, loss_list
@@ -174,6 +175,23 @@ class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
     def _params_tree(self) -> dict:
         return {name: p.detach() for name, p in zip(self._names(), self._parameters())}
 
+    def _write_grads(self, parameters, updates) -> None:
+        """Set ``.grad`` only where the last differentiation reached the parameter: frozen
+        or unused parameters keep ``grad=None``, so the base optimizer skips them (as
+        INFTY's)."""
+        for p, new, reached in zip(parameters, updates, self._reached):
+            if reached:
+                p.grad = new.detach().clone()
+
+    def _gradients(self, output, parameters) -> list:
+        """``∂output/∂p`` for each parameter (zeros where it does not reach), remembering
+        which ones it reached."""
+        wrt = [p for p in parameters if p.requires_grad]
+        found = iter(torch.autograd.grad(output, wrt, allow_unused=True) if wrt else ())
+        grads = [next(found) if p.requires_grad else None for p in parameters]
+        self._reached = [g is not None for g in grads]
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(parameters, grads)]
+
     def _jacobian(self, loss_list, parameters) -> dict:
         """One row per loss: the pullbacks of a single forward pass."""
         losses = list(loss_list) if isinstance(loss_list, (list, tuple)) else list(loss_list.reshape(-1))
@@ -184,6 +202,7 @@ class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
                 basis = torch.eye(len(losses), dtype=stacked.dtype, device=stacked.device)
                 found = iter(torch.autograd.grad(stacked, wrt, basis, is_grads_batched=True, allow_unused=True))
                 columns = [next(found) if p.requires_grad else None for p in parameters]
+                self._reached = [c is not None for c in columns]
                 columns = [
                     torch.zeros((len(losses), *p.shape), dtype=p.dtype, device=p.device) if c is None else c
                     for p, c in zip(parameters, columns)
@@ -196,6 +215,7 @@ class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
             grads = torch.autograd.grad(loss, wrt, retain_graph=index < len(losses) - 1, allow_unused=True)
             found = iter(grads)
             rows.append([(next(found) if p.requires_grad else None) for p in parameters])
+        self._reached = [any(row[i] is not None for row in rows) for i in range(len(parameters))]
         columns = []
         for position, p in enumerate(parameters):
             column = [row[position] if row[position] is not None else torch.zeros_like(p) for row in rows]
@@ -303,9 +323,12 @@ class _ClosureJacobian:
             self.outputs = (logits, loss_list)
             values = torch.stack([torch.as_tensor(v) for v in loss_list]).detach()
             rows = []
+            wrt = [p for p in self.parameters if p.requires_grad]
             for index, loss in enumerate(loss_list):
-                grads = torch.autograd.grad(loss, self.parameters, retain_graph=index < len(loss_list) - 1, allow_unused=True)
+                found = iter(torch.autograd.grad(loss, wrt, retain_graph=index < len(loss_list) - 1, allow_unused=True))
+                grads = [next(found) if p.requires_grad else None for p in self.parameters]
                 rows.append([torch.zeros_like(p) if g is None else g for p, g in zip(self.parameters, grads)])
+
         jac = {name: torch.stack([row[i] for row in rows]) for i, name in enumerate(self.names)}
         return values, jac
 
@@ -344,11 +367,9 @@ class UniGrad_FS(InftyMultiObjectiveOptimizer):  # noqa: N801 (INFTY's name)
             logits, loss_list = forward()
         self._ensure_state(len(loss_list))
         if self.task_id == 0:
-            total = torch.stack(list(loss_list)).sum()
-            grads = torch.autograd.grad(total, parameters, allow_unused=True)
+            grads = self._gradients(summed(torch.stack(list(loss_list))), parameters)
             with torch.no_grad():
-                for p, g in zip(parameters, grads):
-                    p.grad = torch.zeros_like(p) if g is None else g
+                self._write_grads(parameters, grads)
         else:
             if len(loss_list) != 2:
                 raise ValueError(
@@ -356,19 +377,14 @@ class UniGrad_FS(InftyMultiObjectiveOptimizer):  # noqa: N801 (INFTY's name)
                 )
             # UniGrad-FS only needs the summed gradient at w: one backward, handed over as two
             # rows that sum to it (the aggregation happens at the perturbed point).
-            total = torch.stack(list(loss_list)).sum()
-            grads = torch.autograd.grad(total, parameters, allow_unused=True)
-            jacobian = {
-                name: torch.stack([g, torch.zeros_like(g)]) if g is not None else torch.zeros((2, *p.shape), dtype=p.dtype)
-                for name, p, g in zip(self._names(), parameters, grads)
-            }
+            grads = self._gradients(summed(torch.stack(list(loss_list))), parameters)
+            jacobian = {name: torch.stack([g, torch.zeros_like(g)]) for name, g in zip(self._names(), grads)}
             objective = _ClosureJacobian(forward, self._names(), parameters, self.model)
             with torch.no_grad():
                 update, self.transform_state = self._transform.update(
                     jacobian, self.transform_state, self._params_tree(), loss_fn=objective
                 )
-                for p, new in zip(parameters, tree_leaves(update)):
-                    p.grad = new.detach().clone()
+                self._write_grads(parameters, tree_leaves(update))
             if objective.outputs is not None:
                 logits, loss_list = objective.outputs
             similarity = _mean_pairwise_cosine(getattr(self.transform_state[0], "diagnostics", None))
@@ -384,8 +400,9 @@ class OGD(InftyMultiObjectiveOptimizer):
     along the stored basis removed (from ``task_id > 0``). ``post_process(train_loader)`` at
     the end of a task adds, for ``num_sample_per_task`` random samples ``(index, x, y)`` of
     the task, the gradient of the true class's logit (Gram–Schmidt, as INFTY). The basis
-    grows as needed; samples are drawn with a generator seeded by ``seed`` (INFTY uses the
-    global RNG: ``torch.manual_seed(s)`` there equals ``seed=s`` here)."""
+    grows as needed; samples are drawn with a generator seeded by ``seed + task_id`` (INFTY
+    uses the global RNG: ``torch.manual_seed(s)`` before its ``post_process`` of task ``t``
+    equals ``seed = s - t`` here)."""
 
     DEFAULTS: ClassVar[dict] = {
         "strategy": "base",
@@ -412,15 +429,13 @@ class OGD(InftyMultiObjectiveOptimizer):
         parameters = self._parameters()
         with torch.enable_grad():
             logits, loss_list = forward()
-            total = torch.stack(list(loss_list)).sum()
-            grads = torch.autograd.grad(total, parameters, allow_unused=True)
+            grads = self._gradients(summed(torch.stack(list(loss_list))), parameters)
         self._ensure_state(len(loss_list))
-        gradient = {name: (torch.zeros_like(p) if g is None else g) for name, p, g in zip(self._names(), parameters, grads)}
+        gradient = dict(zip(self._names(), grads))
         with torch.no_grad():
             if self.task_id > 0:
                 gradient, _ = self._transform.update(gradient, self.transform_state, self._params_tree())
-            for p, new in zip(parameters, tree_leaves(gradient)):
-                p.grad = new.detach().clone()
+            self._write_grads(parameters, tree_leaves(gradient))
         if not delay:
             self.base_optimizer.step()
         return logits, loss_list
@@ -438,7 +453,7 @@ class OGD(InftyMultiObjectiveOptimizer):
             low = 0 if self.task_id == 0 else self.init_cls + (self.task_id - 1) * self.increment
             high = self.init_cls if self.task_id == 0 else low + self.increment
             chosen = [i for i, y in enumerate(targets) if low <= y < high]
-        generator = torch.Generator().manual_seed(int(self.seed))
+        generator = torch.Generator().manual_seed(int(self.seed) + int(self.task_id))
         picked = [chosen[i] for i in torch.randperm(len(chosen), generator=generator)[: self.num_sample_per_task].tolist()]
         parameters = self._parameters()
         was_training = self.model.training
@@ -447,10 +462,10 @@ class OGD(InftyMultiObjectiveOptimizer):
         for index in picked:
             _, x, y = dataset[index]
             with torch.enable_grad():
-                out = self.model(x.unsqueeze(0))
+                out = self.model(x.unsqueeze(0).to(parameters[0].device))
                 logits = out["logits"] if isinstance(out, dict) else out
-                grads = torch.autograd.grad(logits[0, int(y)], parameters, allow_unused=True)
-            rows.append([torch.zeros_like(p) if g is None else g.detach() for p, g in zip(parameters, grads)])
+                grads = self._gradients(logits[0, int(y)], parameters)
+            rows.append([g.detach() for g in grads])
         self.model.train(was_training)
         if not rows:
             return

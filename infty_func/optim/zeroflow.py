@@ -91,6 +91,7 @@ class ZeroFlow(torch.optim.Optimizer):
             raise ValueError(f"ZeroFlow: {self.inftyopt} takes q=1 (as INFTY), got q={self.q}")
         self.model = model
         self.base_optimizer = base_optimizer
+        self.name = "zeroflow"  # infty's attribute
         self.sign = self.inftyopt.endswith("sign")
         self._named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         # The estimator validates q, eps, mode and sparsity, and owns the state layout.
@@ -125,6 +126,7 @@ class ZeroFlow(torch.optim.Optimizer):
     def step(self, closure=None, delay: bool = False):
         """One step; returns ``(logits, loss_list)`` at the last query's ``w + εz``, as INFTY."""
         del delay
+        self._refresh_trainable()
         if self.inftyopt == "forward_grad":
             return self._forward_grad_step()
         forward = closure if closure is not None else self.forward_func
@@ -161,6 +163,19 @@ class ZeroFlow(torch.optim.Optimizer):
         return f"ZeroFlow({self.inftyopt})"
 
     # -- internals -----------------------------------------------------------------------
+    def _refresh_trainable(self) -> None:
+        """Follow parameters frozen or unfrozen since the last step, as INFTY (which lists
+        them every step): only trainable parameters are perturbed and updated."""
+        current = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+        if [name for name, _ in current] == [name for name, _ in self._named]:
+            return
+        if self.use_history_grad:
+            raise ValueError(
+                "ZeroFlow: the set of trainable parameters changed, but use_history_grad keeps one smoothed "
+                "direction per parameter; build a new ZeroFlow after freezing or unfreezing"
+            )
+        self._named = current
+
     def _evaluator(self, forward):
         def evaluate():
             self.model.eval()  # as INFTY: probes run in eval mode

@@ -75,30 +75,36 @@ class Directions:
         sizes = [leaf.numel() for leaf in self.leaves]
         self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
         self.total = sum(sizes)
+        # One stream holds 2**31 numbers: beyond that, each leaf draws from its own stream.
+        self.per_leaf = self.total > (1 << 31)
 
     def _bounds(self, index: int) -> tuple[int, int]:
-        start = self.offsets[index]
+        start = 0 if self.per_leaf else self.offsets[index]
         return start, start + self.leaves[index].numel()
+
+    def _normal_key(self, index: int) -> Tensor:
+        return random.fold_in(self.normal_key, index) if self.per_leaf else self.normal_key
 
     def _masked(self, index: int, z: Tensor) -> Tensor:
         fraction = self.fractions[index]
         if fraction is None:
             return z
         start, stop = self._bounds(index)
-        keep = random.uniform_slice(self.mask_key, start, stop, torch.float32, z.device).reshape(z.shape) >= fraction
+        mask_key = random.fold_in(self.mask_key, index) if self.per_leaf else self.mask_key
+        keep = random.uniform_slice(mask_key, start, stop, torch.float32, z.device).reshape(z.shape) >= fraction
         return z * keep if is_functorch_wrapped(z) or is_functorch_wrapped(keep) else z.mul_(keep)
 
     def leaf(self, index: int) -> Tensor:
         """``z`` for one leaf (a fresh tensor)."""
         like = self.leaves[index]
         start, stop = self._bounds(index)
-        z = random.normal_slice(self.normal_key, start, stop, like.dtype, like.device).reshape(like.shape)
+        z = random.normal_slice(self._normal_key(index), start, stop, like.dtype, like.device).reshape(like.shape)
         return self._masked(index, z)
 
     def all(self) -> list[Tensor]:
         """``z`` for every leaf, drawn in one call when the leaves share a dtype and device."""
         dtypes = {(leaf.dtype, leaf.device) for leaf in self.leaves}
-        if len(dtypes) != 1 or is_functorch_wrapped(self.normal_key):
+        if len(dtypes) != 1 or is_functorch_wrapped(self.normal_key) or self.per_leaf:
             return [self.leaf(i) for i in range(len(self.leaves))]
         dtype, device = dtypes.pop()
         flat = random.normal(self.normal_key, (self.total,), dtype, device)
@@ -120,5 +126,5 @@ class Directions:
         leaf-sized temporary."""
         if self.fractions[index] is None:
             start, _ = self._bounds(index)
-            return random.add_normal_(target, self.normal_key, scale, start=start)
+            return random.add_normal_(target, self._normal_key(index), scale, start=start)
         return target.add_(self.leaf(index), alpha=scale)

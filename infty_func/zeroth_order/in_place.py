@@ -33,7 +33,6 @@ class InPlaceEstimate:
         self.probe_outputs = probe_outputs  # what evaluate() returned at the last query's +εz probe
         self.state = state  # the next ZOGradientState
         self._config = config
-        self._parameters = parameters
         self._directions = directions
         self._held = held
 

@@ -224,3 +224,11 @@ def test_value_and_grad_with_aux_is_the_same_on_both_paths(monkeypatch):
     torch.testing.assert_close(fast_value, value, rtol=0, atol=0)
     torch.testing.assert_close(fast_aux, aux, rtol=0, atol=0)
     torch.testing.assert_close(fast["w"], reference["w"], rtol=0, atol=0)
+
+
+def test_tree_vdot_promotes_mixed_dtypes():
+    import infty_func as ifn
+
+    a = {"w": torch.ones(3, dtype=torch.float32)}
+    b = {"w": torch.full((3,), 2.0, dtype=torch.float64)}
+    assert ifn.tree_vdot(a, b).dtype == torch.float64 and float(ifn.tree_vdot(a, b)) == 6.0

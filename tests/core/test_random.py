@@ -95,3 +95,25 @@ def test_large_draws_are_chunked_without_changing_a_value(n):
     target = torch.ones(n, dtype=torch.float64)
     random.add_normal_(target, k, -0.25)
     torch.testing.assert_close(target, 1.0 - 0.25 * chunked, rtol=0, atol=1e-15)
+
+
+def test_half_precision_noise_is_finite_and_computed_in_float32():
+    k = random.key(1)
+    for dtype in (torch.float16, torch.bfloat16):
+        z = random.normal(k, (100_000,), dtype)
+        assert z.dtype == dtype and torch.isfinite(z).all()
+        torch.testing.assert_close(z.float(), random.normal(k, (100_000,), torch.float32).to(dtype).float())
+
+
+def test_a_stream_refuses_indices_beyond_int32_instead_of_repeating():
+    with pytest.raises(ValueError, match="holds 2\\*\\*31 numbers"):
+        random.normal_slice(random.key(0), 2**31, 2**31 + 4)
+
+
+def test_reseed_leaves_parameters_named_key_alone():
+    import infty_func as ifn
+
+    state = ifn.looksam().init({"attn": {"key": torch.zeros(4, 4)}})
+    stacked = random.reseed(state, [1, 2])
+    assert stacked.orthogonal["attn"]["key"].shape == (2, 4, 4)
+    assert stacked.count.shape == (2,)

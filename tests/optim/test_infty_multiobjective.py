@@ -84,3 +84,17 @@ def test_unknown_args_are_refused():
     model = make_mlp()
     with pytest.raises(ValueError, match=r"CAGrad does not take args \['c'\]"):
         ifn.optim.CAGrad(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.1), model, args={"c": 0.5})
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_frozen_parameters_keep_no_gradient_and_do_not_move(name):
+    model = make_mlp()
+    model[0].weight.requires_grad_(False)
+    frozen = model[0].weight.detach().clone()
+    cls, args = CLASSES[name]
+    opt = cls(
+        model.parameters(), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.5), model, args=dict(args)
+    )
+    train(opt, model, make_batches(4))
+    assert model[0].weight.grad is None
+    assert torch.equal(model[0].weight, frozen)

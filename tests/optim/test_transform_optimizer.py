@@ -90,7 +90,9 @@ def test_loss_fn_built_from_the_closure_equals_the_functional_path():
     state = tx.init(params)
     for _ in range(3):
         params, state, _ = ifn.step(
-            tx, state, params,
+            tx,
+            state,
+            params,
             lambda p: nn.functional.cross_entropy(torch.func.functional_call(reference, p, (x,)), y),
         )
     assert max_abs_diff(params_of(model), params) <= 1e-12

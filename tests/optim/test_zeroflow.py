@@ -129,3 +129,14 @@ def test_transform_optimizer_runs_a_two_sided_estimate_without_evaluating_f_at_w
 
     loss = opt.step(closure)
     assert calls == [False, False] and torch.isfinite(loss)
+
+
+def test_parameters_frozen_after_construction_are_left_alone():
+    model = make_mlp()
+    opt = ifn.optim.ZeroFlow(
+        model.parameters(), torch.optim.SGD(model.parameters(), lr=0.05, weight_decay=0.5), model, args={"inftyopt": "zo_sgd"}
+    )
+    model[0].weight.requires_grad_(False)
+    frozen = model[0].weight.detach().clone()
+    run({"inftyopt": "zo_sgd"}, make_batches(3), model, opt)
+    assert torch.equal(model[0].weight, frozen)
