@@ -4,16 +4,12 @@ best primal-feasible candidate is selected, with no data-dependent branch (vmapp
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import Tensor
 
+from infty_func.multiobjective.simplex import supports
+
 __all__ = ["lower_bounded_qp"]
-
-
-def _free_masks(m: int, device) -> Tensor:
-    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=m)), dtype=torch.float64, device=device)
 
 
 def lower_bounded_qp(quadratic: Tensor, lower: Tensor) -> Tensor:
@@ -21,7 +17,7 @@ def lower_bounded_qp(quadratic: Tensor, lower: Tensor) -> Tensor:
     dimensions (several problems with the same ``P``)."""
     p = quadratic.to(torch.float64)
     m = p.shape[-1]
-    free = _free_masks(m, p.device)  # [K, m]: 1 where the bound is inactive
+    free = supports(m, p.device, include_empty=True)  # [K, m]: 1 where the bound is inactive
     lower = lower.to(torch.float64)
     batch_shape = lower.shape[:-1]
     flat_lower = lower.reshape(-1, m)  # [B, m]

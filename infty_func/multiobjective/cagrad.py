@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
 from infty_func.multiobjective.aggregator import weighted_aggregator
-from infty_func.multiobjective.simplex import bordered
+from infty_func.multiobjective.simplex import bordered, supports
 
 __all__ = ["cagrad", "cagrad_weights", "RESCALES"]
 
@@ -32,8 +30,7 @@ def _dual_weights(gram: Tensor, c: Tensor) -> Tensor:
     g = gram.to(torch.float64)
     b = torch.full((m,), 1.0 / m, dtype=torch.float64, device=g.device)
     linear = g @ b
-    supports = [bits for bits in itertools.product([0.0, 1.0], repeat=m) if any(bits)]
-    masks = torch.tensor(supports, dtype=torch.float64, device=g.device)
+    masks = supports(m, g.device)
     count = masks.shape[0]
     keep = masks.unsqueeze(-1) * masks.unsqueeze(-2)
     # Built out of place (vmap cannot write batched values into a fresh unbatched tensor).

@@ -15,14 +15,17 @@ import itertools
 import torch
 from torch import Tensor
 
-__all__ = ["simplex_qp", "bordered", "MAX_EXACT_OBJECTIVES"]
+__all__ = ["simplex_qp", "bordered", "supports", "MAX_EXACT_OBJECTIVES"]
 
 # 2^m - 1 supports: 4095 systems of size 13 at m = 12 is still small.
 MAX_EXACT_OBJECTIVES = 12
 
 
-def _supports(m: int, device) -> Tensor:
-    masks = [bits for bits in itertools.product([0.0, 1.0], repeat=m) if any(bits)]
+def supports(m: int, device=None, include_empty: bool = False) -> Tensor:
+    """Every subset of ``m`` variables as a 0/1 float64 mask, one per row (the empty one
+    only with ``include_empty``): the candidate supports or active sets of the exact
+    small solvers."""
+    masks = [bits for bits in itertools.product([0.0, 1.0], repeat=m) if include_empty or any(bits)]
     return torch.tensor(masks, dtype=torch.float64, device=device)
 
 
@@ -46,7 +49,7 @@ def simplex_qp(quadratic: Tensor, linear: Tensor | None = None) -> Tensor:
         raise ValueError(f"simplex_qp enumerates supports and takes m <= {MAX_EXACT_OBJECTIVES}, got m = {m}")
     q = quadratic.to(torch.float64)
     c = torch.zeros(m, dtype=torch.float64, device=q.device) if linear is None else linear.to(torch.float64)
-    masks = _supports(m, q.device)  # [S, m]
+    masks = supports(m, q.device)  # [S, m]
     count = masks.shape[0]
     # KKT: 2 Q_SS w_S + c_S + λ 1 = 0, Σ w_S = 1; excluded rows pinned: w_j = 0.
     keep = masks.unsqueeze(-1) * masks.unsqueeze(-2)  # [S, m, m]
