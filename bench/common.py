@@ -22,6 +22,21 @@ def median_seconds(fn: Callable[[], object], repeats: int = 20, warmup: int = 3)
     return statistics.median(times)
 
 
+def interleaved_medians(steps: dict, repeats: int, warmup: int = 2) -> dict:
+    """Median seconds of each step function, timed round-robin so that drift in the
+    machine's speed (other processes, frequency) hits all of them alike."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def mlp(sizes: tuple[int, ...], seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     layers: list[nn.Module] = []

@@ -16,9 +16,7 @@ Run: python bench/geometry.py [--repeats N] [--small-only]
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,7 +24,7 @@ from torch import nn
 from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import mlp, parameter_count  # noqa: E402
+from common import interleaved_medians, mlp, parameter_count  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 
@@ -120,21 +118,6 @@ def functional_step(transform_factory, sizes):
         box["params"], box["state"], _ = ifn.step(tx, box["state"], box["params"], loss_fn)
 
     return step
-
-
-def interleaved_medians(steps: dict, repeats: int, warmup: int = 2) -> dict:
-    """Median seconds per step function, timing them round-robin so that drift in the
-    machine's speed affects all of them alike."""
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    times: dict = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def run(size_name: str, repeats: int) -> None:

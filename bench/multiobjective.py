@@ -17,9 +17,7 @@ Run: python bench/multiobjective.py [--repeats N]
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,24 +25,11 @@ from torch import nn
 from torch.func import functional_call, vjp, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import mlp, parameter_count  # noqa: E402
+from common import interleaved_medians, mlp, parameter_count  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 
 SIZES, BATCH = (256, 256, 128, 10), 128
-
-
-def interleaved_medians(steps: dict, repeats: int, warmup: int = 2) -> dict:
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    times: dict = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def problem(m, seed=0):

@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_seconds, mlp  # noqa: E402
+from common import interleaved_medians, mlp  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 
@@ -63,11 +63,8 @@ def measure(seeds: int, repeats: int) -> tuple[float, float, float]:
             nn.functional.cross_entropy(model(xs[i]), ys[i]).backward()
             opt.step()
 
-    return (
-        median_seconds(vmapped, repeats),
-        median_seconds(functional_loop, repeats),
-        median_seconds(module_loop, repeats),
-    )
+    seconds = interleaved_medians({"vmapped": vmapped, "functional": functional_loop, "module": module_loop}, repeats)
+    return seconds["vmapped"], seconds["functional"], seconds["module"]
 
 
 def main() -> None:

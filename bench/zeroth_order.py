@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,7 +27,7 @@ from torch import nn
 from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import mlp, parameter_count  # noqa: E402
+from common import interleaved_medians, mlp, parameter_count  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 from infty_func.zeroth_order.directions import Directions  # noqa: E402
@@ -111,19 +109,6 @@ def functional_step(sizes, batch, memory_efficient):
         box["params"], box["state"], _ = ifn.step(tx, box["state"], box["params"], loss_fn)
 
     return step
-
-
-def interleaved_medians(steps: dict, repeats: int, warmup: int = 3) -> dict:
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    times: dict = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def time_section(sizes, repeats: int) -> None:
