@@ -1,0 +1,242 @@
+"""Top eigenvalues, the trace and the spectral density of a Hessian, matrix-free."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from infty_func.core import random
+from infty_func.core.tree import PyTree, tree_flatten, tree_leaves, tree_map, tree_unflatten
+from infty_func.curvature.lanczos import batched_dot, batched_norm, lanczos, tridiagonal
+from infty_func.curvature.objective import as_objective
+
+__all__ = [
+    "top_eigenvalues",
+    "TopEigen",
+    "hutchinson_trace",
+    "TraceEstimate",
+    "spectral_density",
+    "SpectralDensity",
+    "density_on_grid",
+]
+
+
+def _stack(vectors: list[PyTree]) -> PyTree:
+    return tree_map(lambda *leaves: torch.stack(leaves), *vectors)
+
+
+def _row(batched: PyTree, index: int) -> PyTree:
+    return tree_map(lambda leaf: leaf[index], batched)
+
+
+def _count(params: PyTree) -> int:
+    return sum(leaf.numel() for leaf in tree_leaves(params))
+
+
+def _rademacher(key: Tensor, params: PyTree, runs: int) -> PyTree:
+    """``runs`` Rademacher vectors shaped like ``params`` (leading axis), from ``key``."""
+    return _stack([random.rademacher_like(random.fold_in(key, r), params) for r in range(runs)])
+
+
+def _normal(key: Tensor, params: PyTree, runs: int) -> PyTree:
+    return _stack([random.normal_like(random.fold_in(key, r), params) for r in range(runs)])
+
+
+class TopEigen(NamedTuple):
+    eigenvalues: Tensor  # [k] float64, largest first
+    eigenvectors: list  # k pytrees shaped like the params, unit norm
+    products: int  # Hessian-vector products used
+
+
+def top_eigenvalues(
+    objective: Any,
+    params: PyTree,
+    k: int = 1,
+    method: str = "lanczos",
+    iters: int = 100,
+    tol: float = 1e-6,
+    seed: int = 0,
+) -> TopEigen:
+    """The ``k`` largest eigenvalues of the Hessian at ``params`` and their eigenvectors.
+
+    ``method="lanczos"``: Lanczos with full reorthogonalisation from a seeded normal start,
+    stopped when the top ``k`` Ritz values change by less than ``tol`` (relative) from one
+    iteration to the next, or after ``iters``; eigenvectors are the Ritz vectors. Usually a
+    few tens of products. ``method="power"``: power iteration with deflation against the
+    eigenvectors already found (PyHessian's method; it finds the eigenvalues of largest
+    *magnitude*, so a large negative one comes first), ``tol`` on the relative change.
+
+    The Hessian products reuse one linearisation of the gradient (one backward each).
+    """
+    n = _count(params)
+    if not isinstance(k, int) or k < 1 or k > n:
+        raise ValueError(f"top_eigenvalues needs 1 <= k <= the number of parameters ({n}), got {k!r}")
+    if method not in ("lanczos", "power"):
+        raise ValueError(f"top_eigenvalues: method must be 'lanczos' or 'power', got {method!r}")
+    objective = as_objective(objective)
+    operator = objective.operator(params)
+    key = random.key(seed)
+    if method == "power":
+        return _power(operator, params, k, iters, tol, key)
+
+    counter = {"products": 0}
+
+    def apply(vectors):
+        counter["products"] += 1
+        return operator(vectors, batched=True)
+
+    previous = {"values": None}
+
+    def converged(alphas, betas):
+        if alphas.shape[-1] < k + 1:
+            return False
+        values = torch.linalg.eigvalsh(tridiagonal(alphas, betas if betas is not None else alphas[..., :0]))[0].flip(0)[:k]
+        old, previous["values"] = previous["values"], values
+        return old is not None and bool(((values - old).abs() <= tol * values.abs().clamp_min(1e-12)).all())
+
+    steps = min(iters, n)
+    result = lanczos(apply, _normal(key, params, 1), steps, converged)
+    values, vectors = torch.linalg.eigh(tridiagonal(result.alphas, result.betas)[0])
+    order = torch.argsort(values, descending=True)[:k]
+    eigenvectors = []
+    for index in order.tolist():
+        weights = vectors[:, index]
+        ritz = None
+        for coefficient, q in zip(weights, result.basis):
+            term = tree_map(lambda leaf, c=coefficient: leaf[0] * c.to(leaf.dtype), q)
+            ritz = term if ritz is None else tree_map(torch.add, ritz, term)
+        eigenvectors.append(ritz)
+    return TopEigen(values[order], eigenvectors, counter["products"])
+
+
+def _power(operator, params, k, iters, tol, key) -> TopEigen:
+    found_values, found_vectors, products = [], [], 0
+    for index in range(k):
+        v = _normal(random.fold_in(key, index), params, 1)
+        start_norm = batched_norm(v)
+        v = tree_map(lambda leaf: leaf / start_norm.to(leaf.dtype).reshape(-1, *([1] * (leaf.dim() - 1))), v)
+        value = None
+        for _ in range(iters):
+            for u in found_vectors:  # deflate: stay orthogonal to the eigenvectors found
+                c = batched_dot(v, u)
+                v = tree_map(lambda a, b, c=c: a - c.to(a.dtype).reshape(-1, *([1] * (a.dim() - 1))) * b, v, u)
+            hv = operator(v, batched=True)
+            products += 1
+            new_value = batched_dot(hv, v)[0]
+            norm = batched_norm(hv)
+            v = tree_map(lambda leaf, s=norm: leaf / s.clamp_min(1e-30).to(leaf.dtype).reshape(-1, *([1] * (leaf.dim() - 1))), hv)
+            if value is not None and abs(float(new_value - value)) / (abs(float(value)) + 1e-6) < tol:
+                value = new_value
+                break
+            value = new_value
+        found_values.append(value)
+        found_vectors.append(v)
+    return TopEigen(torch.stack(found_values), [_row(v, 0) for v in found_vectors], products)
+
+
+class TraceEstimate(NamedTuple):
+    trace: Tensor  # float64
+    standard_error: Tensor  # float64 (of the stochastic part)
+    products: int
+
+
+def hutchinson_trace(
+    objective: Any, params: PyTree, n_probes: int = 100, seed: int = 0, batch: int = 16, method: str = "hutchinson"
+) -> TraceEstimate:
+    """``tr H`` by Hutchinson's estimator, ``mean_i zᵢᵀ H zᵢ`` over Rademacher probes, with
+    its standard error; probes go through the Hessian ``batch`` at a time (one vmapped
+    pullback of one linearisation).
+
+    ``method="hutch++"`` (Meyer et al. 2021, "Hutch++: Optimal Stochastic Trace
+    Estimation"): a third of the products sketch the top of the spectrum (``Q`` from
+    ``H S``), whose trace is exact, and Hutchinson estimates the rest on the complement —
+    the same accuracy from far fewer products when the spectrum decays.
+    """
+    if not isinstance(n_probes, int) or n_probes < 1:
+        raise ValueError(f"hutchinson_trace needs n_probes >= 1, got {n_probes!r}")
+    if method not in ("hutchinson", "hutch++"):
+        raise ValueError(f"hutchinson_trace: method must be 'hutchinson' or 'hutch++', got {method!r}")
+    operator = as_objective(objective).operator(params)
+    key = random.key(seed)
+    if method == "hutch++":
+        return _hutch_plus_plus(operator, params, n_probes, key, batch)
+    values = []
+    for start in range(0, n_probes, batch):
+        count = min(batch, n_probes - start)
+        probes = _stack([random.rademacher_like(random.fold_in(key, start + r), params) for r in range(count)])
+        values.append(batched_dot(probes, operator(probes, batched=True)))
+    samples = torch.cat(values)
+    error = samples.std() / math.sqrt(n_probes) if n_probes > 1 else torch.zeros((), dtype=torch.float64)
+    return TraceEstimate(samples.mean(), error, n_probes)
+
+
+def _flat(batched: PyTree) -> tuple[Tensor, Any]:
+    leaves, spec = tree_flatten(batched)
+    return torch.cat([leaf.reshape(leaf.shape[0], -1).to(torch.float64) for leaf in leaves], dim=1), (leaves, spec)
+
+
+def _unflat(matrix: Tensor, layout) -> PyTree:
+    leaves, spec = layout
+    out, offset = [], 0
+    for leaf in leaves:
+        size = leaf[0].numel()
+        out.append(matrix[:, offset : offset + size].reshape(matrix.shape[0], *leaf.shape[1:]).to(leaf.dtype))
+        offset += size
+    return tree_unflatten(out, spec)
+
+
+def _hutch_plus_plus(operator, params, n_probes, key, batch) -> TraceEstimate:
+    sketch = max(1, n_probes // 3)
+    rest = max(1, n_probes - 2 * sketch)
+    s = _rademacher(random.fold_in(key, 0), params, sketch)
+    y, layout = _flat(operator(s, batched=True))
+    q, _ = torch.linalg.qr(y.transpose(0, 1))  # [d, sketch], orthonormal columns
+    basis = _unflat(q.transpose(0, 1), layout)
+    exact = batched_dot(basis, operator(basis, batched=True)).sum()
+    g, _ = _flat(_rademacher(random.fold_in(key, 1), params, rest))
+    g = g - (g @ q) @ q.transpose(0, 1)  # project off the sketched space
+    g_tree = _unflat(g, layout)
+    samples = batched_dot(g_tree, operator(g_tree, batched=True))
+    error = samples.std() / math.sqrt(rest) if rest > 1 else torch.zeros((), dtype=torch.float64)
+    return TraceEstimate(exact + samples.mean(), error, 2 * sketch + rest)
+
+
+class SpectralDensity(NamedTuple):
+    nodes: Tensor  # [runs, n_iter] Ritz values
+    weights: Tensor  # [runs, n_iter] their weights (each run sums to 1)
+
+
+def spectral_density(objective: Any, params: PyTree, n_iter: int = 50, n_runs: int = 4, seed: int = 0) -> SpectralDensity:
+    """Stochastic Lanczos quadrature (Ghorbani et al. 2019; Yao et al. 2020, PyHessian):
+    for each of ``n_runs`` normalised Rademacher starts, ``n_iter`` Lanczos steps with full
+    reorthogonalisation give a tridiagonal ``T``; its eigenvalues are the nodes and the
+    squared first components of its eigenvectors the weights. All runs step together,
+    their products batched."""
+    n = _count(params)
+    if not isinstance(n_iter, int) or n_iter < 1 or not isinstance(n_runs, int) or n_runs < 1:
+        raise ValueError(f"spectral_density needs n_iter >= 1 and n_runs >= 1, got {n_iter!r}, {n_runs!r}")
+    operator = as_objective(objective).operator(params)
+    start = _rademacher(random.key(seed), params, n_runs)
+    result = lanczos(lambda v: operator(v, batched=True), start, min(n_iter, n))
+    nodes, vectors = torch.linalg.eigh(tridiagonal(result.alphas, result.betas))
+    return SpectralDensity(nodes, vectors[:, 0, :] ** 2)
+
+
+def density_on_grid(density: SpectralDensity, grid: Tensor | None = None, sigma: float | None = None, points: int = 1000):
+    """The Gaussian-broadened density ``mean_runs Σ_i w_i N(x; λ_i, σ²)`` on ``grid``
+    (default: ``points`` points spanning the nodes with a margin), vectorised over grid
+    points, nodes and runs. ``sigma`` defaults to 1% of the span. Returns ``(grid,
+    density)``."""
+    nodes, weights = density.nodes.to(torch.float64), density.weights.to(torch.float64)
+    low, high = float(nodes.min()), float(nodes.max())
+    span = max(high - low, 1e-12)
+    sigma = sigma if sigma is not None else 0.01 * span
+    if grid is None:
+        grid = torch.linspace(low - 0.05 * span, high + 0.05 * span, points, dtype=torch.float64)
+    grid = grid.to(torch.float64)
+    z = (grid[:, None, None] - nodes[None]) / sigma  # [points, runs, n_iter]
+    values = (weights[None] * torch.exp(-0.5 * z * z)).sum(-1).mean(-1) / (sigma * math.sqrt(2 * math.pi))
+    return grid, values
