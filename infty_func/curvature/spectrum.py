@@ -209,17 +209,22 @@ class SpectralDensity(NamedTuple):
     weights: Tensor  # [runs, n_iter] their weights (each run sums to 1)
 
 
-def spectral_density(objective: Any, params: PyTree, n_iter: int = 50, n_runs: int = 4, seed: int = 0) -> SpectralDensity:
+def spectral_density(
+    objective: Any, params: PyTree, n_iter: int = 50, n_runs: int = 4, seed: int = 0, start: PyTree | None = None
+) -> SpectralDensity:
     """Stochastic Lanczos quadrature (Ghorbani et al. 2019; Yao et al. 2020, PyHessian):
     for each of ``n_runs`` normalised Rademacher starts, ``n_iter`` Lanczos steps with full
     reorthogonalisation give a tridiagonal ``T``; its eigenvalues are the nodes and the
     squared first components of its eigenvectors the weights. All runs step together,
-    their products batched."""
+    their products batched. ``start`` (the params' structure with a leading axis of
+    ``n_runs``) replaces the seeded Rademacher starts, e.g. to compare with another
+    implementation from the same vectors."""
     n = _count(params)
     if not isinstance(n_iter, int) or n_iter < 1 or not isinstance(n_runs, int) or n_runs < 1:
         raise ValueError(f"spectral_density needs n_iter >= 1 and n_runs >= 1, got {n_iter!r}, {n_runs!r}")
     operator = as_objective(objective).operator(params)
-    start = _rademacher(random.key(seed), params, n_runs)
+    if start is None:
+        start = _rademacher(random.key(seed), params, n_runs)
     result = lanczos(lambda v: operator(v, batched=True), start, min(n_iter, n))
     nodes, vectors = torch.linalg.eigh(tridiagonal(result.alphas, result.betas))
     return SpectralDensity(nodes, vectors[:, 0, :] ** 2)
