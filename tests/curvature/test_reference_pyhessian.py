@@ -75,6 +75,6 @@ def test_density_ritz_values_match_infty_from_the_same_start():
     reference_nodes = torch.tensor(nodes[0], dtype=torch.float64)
     reference_weights = torch.tensor(weights[0], dtype=torch.float64)
     # infty normalises every Lanczos vector with a +1e-6 guard (so they are unit only to
-    # about 1e-6) and reorthogonalises once where we do twice: nodes agree to 2e-6, weights 1e-5.
-    torch.testing.assert_close(ours.nodes[0], reference_nodes, rtol=0, atol=2e-6)
+    # about 1e-6) and reorthogonalises once where we do twice: nodes agree to 1e-5 relative, weights to 1e-5.
+    torch.testing.assert_close(ours.nodes[0], reference_nodes, rtol=1e-5, atol=2e-6)
     torch.testing.assert_close(ours.weights[0], reference_weights, rtol=0, atol=1e-5)
