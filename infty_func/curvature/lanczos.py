@@ -1,9 +1,12 @@
-"""Lanczos with full reorthogonalisation, on pytrees of vectors, several runs at once.
+"""Lanczos with full reorthogonalisation, several runs at once.
 
-Vectors are the params' structure with a leading run axis ``R``; the operator applies the
-Hessian to all runs in one batched call. Scalars are accumulated in float64, and every new
-Lanczos vector is orthogonalised twice against all earlier ones (classical Gram–Schmidt,
-repeated), so the Ritz values stay clean of the ghost copies plain Lanczos produces.
+Vectors live as rows of one float64 matrix ``[R, d]`` (``R`` runs, ``d`` parameters) so
+that the reorthogonalisation against all earlier Lanczos vectors is two matrix products;
+the Hessian is applied to all runs in one batched call (``apply`` maps ``[R, d]`` to
+``[R, d]``). Every new vector is orthogonalised against all earlier ones (classical
+Gram–Schmidt, repeated once when the first pass removed most of it, the DGKS criterion),
+so the Ritz values stay clean of the ghost copies plain Lanczos produces. The pass reads
+the whole basis, so it is memory-bound: runs first, one batched matrix product each.
 """
 
 from __future__ import annotations
@@ -14,9 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from infty_func.core.tree import PyTree, tree_leaves, tree_map
-
-__all__ = ["LanczosResult", "lanczos", "batched_dot", "batched_norm", "tridiagonal"]
+__all__ = ["LanczosResult", "lanczos", "tridiagonal"]
 
 _TINY = 1e-30
 
@@ -24,70 +25,58 @@ _TINY = 1e-30
 class LanczosResult(NamedTuple):
     alphas: Tensor  # [R, m] float64 diagonal of T
     betas: Tensor  # [R, m - 1] float64 off-diagonal of T
-    basis: list  # m pytrees, each with the leading run axis: the Lanczos vectors
-
-
-def batched_dot(a: PyTree, b: PyTree) -> Tensor:
-    """``⟨a_r, b_r⟩`` for each run ``r`` (leading axis), in float64."""
-    total = None
-    for x, y in zip(tree_leaves(a), tree_leaves(b)):
-        part = (x.reshape(x.shape[0], -1).to(torch.float64) * y.reshape(y.shape[0], -1).to(torch.float64)).sum(-1)
-        total = part if total is None else total + part
-    return total
-
-
-def batched_norm(a: PyTree) -> Tensor:
-    return batched_dot(a, a).clamp_min(0).sqrt()
-
-
-def _axpy(x: PyTree, coefficient: Tensor, y: PyTree) -> PyTree:
-    """``x + c_r · y`` per run."""
-    return tree_map(lambda u, v: u + coefficient.to(u.dtype).reshape(-1, *([1] * (u.dim() - 1))) * v, x, y)
-
-
-def _scale(x: PyTree, coefficient: Tensor) -> PyTree:
-    return tree_map(lambda u: u * coefficient.to(u.dtype).reshape(-1, *([1] * (u.dim() - 1))), x)
+    basis: Tensor  # [R, m, d] float64 Lanczos vectors
 
 
 def lanczos(
-    apply: Callable[[PyTree], PyTree],
-    start: PyTree,
+    apply: Callable[[Tensor], Tensor],
+    start: Tensor,
     steps: int,
     on_step: Callable[[Tensor, Tensor], bool] | None = None,
 ) -> LanczosResult:
-    """``steps`` Lanczos iterations from ``start`` (normalised per run here).
+    """``steps`` Lanczos iterations from the rows of ``start`` (normalised here).
 
-    ``apply(v)`` returns ``H v`` for the batch of vectors ``v``. ``on_step(alphas, betas)``,
-    called after each iteration with the coefficients so far, may return ``True`` to stop
-    early (a convergence test). A run whose Krylov space is exhausted (``β ≈ 0``) keeps a
-    zero coupling, so its tridiagonal matrix splits and its Ritz values stay exact.
+    ``on_step(alphas, betas)``, called after each iteration with the coefficients so far,
+    may return ``True`` to stop early (a convergence test). A run whose Krylov space is
+    exhausted (``β ≈ 0``) keeps a zero coupling, so its tridiagonal matrix splits and its
+    Ritz values stay exact.
     """
-    q = _scale(start, 1.0 / batched_norm(start).clamp_min(_TINY))
-    basis, alphas, betas = [q], [], []
+    start = start.to(torch.float64)
+    runs, size = start.shape
+    basis = torch.empty(runs, steps, size, dtype=torch.float64, device=start.device)  # runs first: one bmm each
+    q = start / start.norm(dim=-1, keepdim=True).clamp_min(_TINY)
+    basis[:, 0] = q
     w = apply(q)
-    alpha = batched_dot(w, q)
-    w = _axpy(w, -alpha, q)
-    alphas.append(alpha)
-    for _ in range(1, steps):
-        if on_step is not None and on_step(torch.stack(alphas, -1), torch.stack(betas, -1) if betas else None):
+    alpha = (w * q).sum(-1)
+    w = w - alpha[:, None] * q
+    alphas, betas = [alpha], []
+    used = 1
+    for j in range(1, steps):
+        if on_step is not None and on_step(torch.stack(alphas, -1), torch.stack(betas, -1) if betas else alpha[:, None][:, :0]):
             break
-        for _repeat in range(2):  # full reorthogonalisation, twice
-            for previous in basis:
-                w = _axpy(w, -batched_dot(w, previous), previous)
-        beta = batched_norm(w)
+        previous = basis[:, :j]  # [R, j, d]
+        for _repeat in range(2):  # full reorthogonalisation; a second pass only when needed
+            before = w.norm(dim=-1)
+            coefficients = torch.bmm(previous, w.unsqueeze(-1))  # [R, j, 1]
+            w = w - torch.bmm(previous.transpose(1, 2), coefficients).squeeze(-1)
+            # Daniel–Gragg–Kaufman–Stewart: one pass suffices unless it removed most of w.
+            if bool((w.norm(dim=-1) >= 0.7 * before).all()):
+                break
+        beta = w.norm(dim=-1)
         exhausted = beta <= 1e-12 * alphas[0].abs().clamp_min(1.0)
-        q_next = _scale(w, torch.where(exhausted, 0.0, 1.0 / beta.clamp_min(_TINY)))
+        q_next = w * torch.where(exhausted, 0.0, 1.0 / beta.clamp_min(_TINY))[:, None]
         betas.append(torch.where(exhausted, 0.0, beta))
-        w = _axpy(apply(q_next), -betas[-1], q)
-        alpha = batched_dot(w, q_next)
-        w = _axpy(w, -alpha, q_next)
+        basis[:, j] = q_next
+        w = apply(q_next) - betas[-1][:, None] * q
+        alpha = (w * q_next).sum(-1)
+        w = w - alpha[:, None] * q_next
         alphas.append(alpha)
-        basis.append(q_next)
         q = q_next
+        used = j + 1
     return LanczosResult(
         torch.stack(alphas, -1),
-        torch.stack(betas, -1) if betas else torch.zeros(alphas[0].shape[0], 0, dtype=torch.float64),
-        basis,
+        torch.stack(betas, -1) if betas else torch.zeros(runs, 0, dtype=torch.float64, device=start.device),
+        basis[:, :used],
     )
 
 

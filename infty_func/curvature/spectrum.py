@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from infty_func.core import random
-from infty_func.core.tree import PyTree, tree_flatten, tree_leaves, tree_map, tree_unflatten
-from infty_func.curvature.lanczos import batched_dot, batched_norm, lanczos, tridiagonal
+from infty_func.core.tree import PyTree, tree_flatten, tree_leaves, tree_unflatten
+from infty_func.curvature.lanczos import lanczos, tridiagonal
 from infty_func.curvature.objective import as_objective
 
 __all__ = [
@@ -24,25 +24,43 @@ __all__ = [
 ]
 
 
-def _stack(vectors: list[PyTree]) -> PyTree:
-    return tree_map(lambda *leaves: torch.stack(leaves), *vectors)
+class _Flat:
+    """Pytrees of the params' structure as rows of one float64 matrix ``[R, d]`` and back,
+    and the Hessian operator on such rows (one batched call per matrix)."""
 
+    def __init__(self, params: PyTree, operator):
+        leaves, self.spec = tree_flatten(params)
+        self.shapes = [leaf.shape for leaf in leaves]
+        self.dtypes = [leaf.dtype for leaf in leaves]
+        self.sizes = [leaf.numel() for leaf in leaves]
+        self.size = sum(self.sizes)
+        self.device = leaves[0].device
+        self.operator = operator
+        self.products = 0
 
-def _row(batched: PyTree, index: int) -> PyTree:
-    return tree_map(lambda leaf: leaf[index], batched)
+    def tree(self, rows: Tensor) -> PyTree:
+        parts = torch.split(rows, self.sizes, dim=-1)
+        return tree_unflatten(
+            [part.reshape(rows.shape[0], *shape).to(dtype) for part, shape, dtype in zip(parts, self.shapes, self.dtypes)],
+            self.spec,
+        )
+
+    def rows(self, tree: PyTree) -> Tensor:
+        return torch.cat([leaf.reshape(leaf.shape[0], -1).to(torch.float64) for leaf in tree_leaves(tree)], dim=-1)
+
+    def apply(self, rows: Tensor) -> Tensor:
+        self.products += rows.shape[0]
+        return self.rows(self.operator(self.tree(rows), batched=True))
+
+    def rademacher(self, key: Tensor, count: int) -> Tensor:
+        return random.rademacher(key, (count, self.size), torch.float64, self.device)
+
+    def normal(self, key: Tensor, count: int) -> Tensor:
+        return random.normal(key, (count, self.size), torch.float64, self.device)
 
 
 def _count(params: PyTree) -> int:
     return sum(leaf.numel() for leaf in tree_leaves(params))
-
-
-def _rademacher(key: Tensor, params: PyTree, runs: int) -> PyTree:
-    """``runs`` Rademacher vectors shaped like ``params`` (leading axis), from ``key``."""
-    return _stack([random.rademacher_like(random.fold_in(key, r), params) for r in range(runs)])
-
-
-def _normal(key: Tensor, params: PyTree, runs: int) -> PyTree:
-    return _stack([random.normal_like(random.fold_in(key, r), params) for r in range(runs)])
 
 
 class TopEigen(NamedTuple):
@@ -82,59 +100,50 @@ def top_eigenvalues(
     if method == "power":
         return _power(operator, params, k, iters, tol, key)
 
-    counter = {"products": 0}
-
-    def apply(vectors):
-        counter["products"] += 1
-        return operator(vectors, batched=True)
-
+    flat = _Flat(params, operator)
     previous = {"values": None}
 
     def converged(alphas, betas):
         if alphas.shape[-1] < k + 1:
             return False
-        values = torch.linalg.eigvalsh(tridiagonal(alphas, betas if betas is not None else alphas[..., :0]))[0].flip(0)[:k]
+        values = torch.linalg.eigvalsh(tridiagonal(alphas, betas))[0].flip(0)[:k]
         old, previous["values"] = previous["values"], values
         return old is not None and bool(((values - old).abs() <= tol * values.abs().clamp_min(1e-12)).all())
 
-    steps = min(iters, n)
-    result = lanczos(apply, _normal(key, params, 1), steps, converged)
+    result = lanczos(flat.apply, flat.normal(key, 1), min(iters, n), converged)
     values, vectors = torch.linalg.eigh(tridiagonal(result.alphas, result.betas)[0])
     order = torch.argsort(values, descending=True)[:k]
-    eigenvectors = []
-    for index in order.tolist():
-        weights = vectors[:, index]
-        ritz = None
-        for coefficient, q in zip(weights, result.basis):
-            term = tree_map(lambda leaf, c=coefficient: leaf[0] * c.to(leaf.dtype), q)
-            ritz = term if ritz is None else tree_map(torch.add, ritz, term)
-        eigenvectors.append(ritz)
-    return TopEigen(values[order], eigenvectors, counter["products"])
+    ritz = vectors[:, order].transpose(0, 1) @ result.basis[0]  # [k, d]
+    eigenvectors = [_row(flat.tree(ritz[i : i + 1]), 0) for i in range(len(order))]
+    return TopEigen(values[order], eigenvectors, flat.products)
+
+
+def _row(batched: PyTree, index: int) -> PyTree:
+    from infty_func.core.tree import tree_map
+
+    return tree_map(lambda leaf: leaf[index], batched)
 
 
 def _power(operator, params, k, iters, tol, key) -> TopEigen:
-    found_values, found_vectors, products = [], [], 0
+    flat = _Flat(params, operator)
+    found_values, found_vectors = [], []
     for index in range(k):
-        v = _normal(random.fold_in(key, index), params, 1)
-        start_norm = batched_norm(v)
-        v = tree_map(lambda leaf: leaf / start_norm.to(leaf.dtype).reshape(-1, *([1] * (leaf.dim() - 1))), v)
+        v = flat.normal(random.fold_in(key, index), 1)
+        v = v / v.norm()
         value = None
         for _ in range(iters):
             for u in found_vectors:  # deflate: stay orthogonal to the eigenvectors found
-                c = batched_dot(v, u)
-                v = tree_map(lambda a, b, c=c: a - c.to(a.dtype).reshape(-1, *([1] * (a.dim() - 1))) * b, v, u)
-            hv = operator(v, batched=True)
-            products += 1
-            new_value = batched_dot(hv, v)[0]
-            norm = batched_norm(hv)
-            v = tree_map(lambda leaf, s=norm: leaf / s.clamp_min(1e-30).to(leaf.dtype).reshape(-1, *([1] * (leaf.dim() - 1))), hv)
+                v = v - (v * u).sum() * u
+            hv = flat.apply(v / v.norm().clamp_min(1e-30))
+            new_value = (hv * v).sum() / (v * v).sum()
+            v = hv / hv.norm().clamp_min(1e-30)
             if value is not None and abs(float(new_value - value)) / (abs(float(value)) + 1e-6) < tol:
                 value = new_value
                 break
             value = new_value
         found_values.append(value)
         found_vectors.append(v)
-    return TopEigen(torch.stack(found_values), [_row(v, 0) for v in found_vectors], products)
+    return TopEigen(torch.stack(found_values), [_row(flat.tree(v), 0) for v in found_vectors], flat.products)
 
 
 class TraceEstimate(NamedTuple):
@@ -159,49 +168,30 @@ def hutchinson_trace(
         raise ValueError(f"hutchinson_trace needs n_probes >= 1, got {n_probes!r}")
     if method not in ("hutchinson", "hutch++"):
         raise ValueError(f"hutchinson_trace: method must be 'hutchinson' or 'hutch++', got {method!r}")
-    operator = as_objective(objective).operator(params)
+    flat = _Flat(params, as_objective(objective).operator(params))
     key = random.key(seed)
     if method == "hutch++":
-        return _hutch_plus_plus(operator, params, n_probes, key, batch)
+        return _hutch_plus_plus(flat, n_probes, key)
     values = []
     for start in range(0, n_probes, batch):
-        count = min(batch, n_probes - start)
-        probes = _stack([random.rademacher_like(random.fold_in(key, start + r), params) for r in range(count)])
-        values.append(batched_dot(probes, operator(probes, batched=True)))
+        probes = flat.rademacher(random.fold_in(key, start), min(batch, n_probes - start))
+        values.append((probes * flat.apply(probes)).sum(-1))
     samples = torch.cat(values)
     error = samples.std() / math.sqrt(n_probes) if n_probes > 1 else torch.zeros((), dtype=torch.float64)
-    return TraceEstimate(samples.mean(), error, n_probes)
+    return TraceEstimate(samples.mean(), error, flat.products)
 
 
-def _flat(batched: PyTree) -> tuple[Tensor, Any]:
-    leaves, spec = tree_flatten(batched)
-    return torch.cat([leaf.reshape(leaf.shape[0], -1).to(torch.float64) for leaf in leaves], dim=1), (leaves, spec)
-
-
-def _unflat(matrix: Tensor, layout) -> PyTree:
-    leaves, spec = layout
-    out, offset = [], 0
-    for leaf in leaves:
-        size = leaf[0].numel()
-        out.append(matrix[:, offset : offset + size].reshape(matrix.shape[0], *leaf.shape[1:]).to(leaf.dtype))
-        offset += size
-    return tree_unflatten(out, spec)
-
-
-def _hutch_plus_plus(operator, params, n_probes, key, batch) -> TraceEstimate:
+def _hutch_plus_plus(flat: _Flat, n_probes: int, key: Tensor) -> TraceEstimate:
     sketch = max(1, n_probes // 3)
     rest = max(1, n_probes - 2 * sketch)
-    s = _rademacher(random.fold_in(key, 0), params, sketch)
-    y, layout = _flat(operator(s, batched=True))
-    q, _ = torch.linalg.qr(y.transpose(0, 1))  # [d, sketch], orthonormal columns
-    basis = _unflat(q.transpose(0, 1), layout)
-    exact = batched_dot(basis, operator(basis, batched=True)).sum()
-    g, _ = _flat(_rademacher(random.fold_in(key, 1), params, rest))
-    g = g - (g @ q) @ q.transpose(0, 1)  # project off the sketched space
-    g_tree = _unflat(g, layout)
-    samples = batched_dot(g_tree, operator(g_tree, batched=True))
+    q, _ = torch.linalg.qr(flat.apply(flat.rademacher(random.fold_in(key, 0), sketch)).transpose(0, 1))  # [d, sketch]
+    basis = q.transpose(0, 1)
+    exact = (basis * flat.apply(basis)).sum()
+    g = flat.rademacher(random.fold_in(key, 1), rest)
+    g = g - (g @ q) @ basis  # project off the sketched space
+    samples = (g * flat.apply(g)).sum(-1)
     error = samples.std() / math.sqrt(rest) if rest > 1 else torch.zeros((), dtype=torch.float64)
-    return TraceEstimate(exact + samples.mean(), error, 2 * sketch + rest)
+    return TraceEstimate(exact + samples.mean(), error, flat.products)
 
 
 class SpectralDensity(NamedTuple):
@@ -222,10 +212,9 @@ def spectral_density(
     n = _count(params)
     if not isinstance(n_iter, int) or n_iter < 1 or not isinstance(n_runs, int) or n_runs < 1:
         raise ValueError(f"spectral_density needs n_iter >= 1 and n_runs >= 1, got {n_iter!r}, {n_runs!r}")
-    operator = as_objective(objective).operator(params)
-    if start is None:
-        start = _rademacher(random.key(seed), params, n_runs)
-    result = lanczos(lambda v: operator(v, batched=True), start, min(n_iter, n))
+    flat = _Flat(params, as_objective(objective).operator(params))
+    rows = flat.rademacher(random.key(seed), n_runs) if start is None else flat.rows(start)
+    result = lanczos(flat.apply, rows, min(n_iter, n))
     nodes, vectors = torch.linalg.eigh(tridiagonal(result.alphas, result.betas))
     return SpectralDensity(nodes, vectors[:, 0, :] ** 2)
 
