@@ -1,6 +1,7 @@
 """Curvature: Hessian-vector products, top eigenvalues, trace and spectral density."""
 
 from infty_func.curvature.lanczos import lanczos
+from infty_func.curvature.metrics import esd_metrics
 from infty_func.curvature.objective import DatasetObjective, Objective, as_objective, hvp, hvp_batched
 from infty_func.curvature.spectrum import (
     SpectralDensity,
@@ -26,4 +27,5 @@ __all__ = [
     "spectral_density",
     "SpectralDensity",
     "density_on_grid",
+    "esd_metrics",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -130,3 +132,18 @@ def test_bad_input_gets_a_clear_error(call, message):
     _, params, loss_fn = quadratic()
     with pytest.raises(ValueError, match=message):
         call(loss_fn, params)
+
+
+def test_esd_metrics_follow_the_reference_definitions():
+    density = cv.SpectralDensity(
+        torch.tensor([[-1.0, 0.5, 2.0]], dtype=torch.float64), torch.tensor([[0.2, 0.3, 0.5]], dtype=torch.float64)
+    )
+    metrics = cv.esd_metrics(density, trace=3.0)
+    assert metrics["lambda_max"] == 2.0 and metrics["lambda_min"] == -1.0
+    assert abs(metrics["mean_eigenvalue"] - (-0.2 + 0.15 + 1.0)) < 1e-12
+    assert abs(metrics["negative_mass"] - 0.2) < 1e-12 and abs(metrics["positive_mass"] - 0.8) < 1e-12
+    assert abs(metrics["right_tail_mass"] - 0.5) < 1e-12
+    entropy = -sum(w * math.log(w + 1e-12) for w in (0.2, 0.3, 0.5))
+    assert abs(metrics["spectral_entropy"] - entropy) < 1e-12
+    assert abs(metrics["effective_rank"] - math.exp(entropy)) < 1e-12
+    assert metrics["mean_trace"] == 3.0
