@@ -20,9 +20,10 @@ import torch
 from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.tree import tree_flatten, tree_leaves, tree_unflatten
+from infty_func.core.tree import tree_leaves
 from infty_func.geometry import c_flat, gam, gsam, looksam, sam
 from infty_func.optim.closure_objective import ClosureObjective
+from infty_func.optim.infty_shell import InftyShell, check_args, restored, saved_leaves
 
 __all__ = ["SAM", "GSAM", "GAM", "LookSAM", "C_Flat", "InftyGeometryOptimizer"]
 
@@ -38,7 +39,7 @@ def _total_loss(output: Any) -> Tensor:
     return torch.stack(list(losses)).sum() if isinstance(losses, (list, tuple)) else losses.sum()
 
 
-class InftyGeometryOptimizer(torch.optim.Optimizer):
+class InftyGeometryOptimizer(InftyShell, torch.optim.Optimizer):
     """Shared shell; subclasses name their defaults and build their transform."""
 
     NAME: ClassVar[str] = "base"
@@ -59,9 +60,7 @@ class InftyGeometryOptimizer(torch.optim.Optimizer):
             raise TypeError(
                 f"{type(self).__name__} needs a torch.optim.Optimizer as base_optimizer, got {type(base_optimizer).__name__}"
             )
-        unknown = sorted(set(args or {}) - set(self.DEFAULTS))
-        if unknown:
-            raise ValueError(f"{type(self).__name__} does not take args {unknown}; it takes {sorted(self.DEFAULTS)}")
+        check_args(type(self).__name__, args, self.DEFAULTS)
         if grad_reduce.lower() not in ("mean", "sum"):
             raise ValueError('"grad_reduce" should be one of ["mean", "sum"].')
         super().__init__(params, dict(adaptive=adaptive, **kwargs))
@@ -107,12 +106,6 @@ class InftyGeometryOptimizer(torch.optim.Optimizer):
 
         self.forward_backward_func = get_grad
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clear the gradients. ``infty`` zeroes them in place (``set_to_none=False``), and
-        its closures then accumulate into zeros; dropping them instead (torch's default)
-        gives the same numbers and saves two passes over the parameters per evaluation."""
-        self.base_optimizer.zero_grad(set_to_none)
-
     def step(self, closure: Callable | None = None, delay: bool = False):
         """One step; returns the closure's ``(logits, loss_list)`` at the current parameters."""
         get_grad = closure if closure is not None else self.forward_backward_func
@@ -142,30 +135,16 @@ class InftyGeometryOptimizer(torch.optim.Optimizer):
             self.base_optimizer.step()
         return logits, loss_list
 
-    def delay_step(self) -> None:
-        self.base_optimizer.step()
-
-    def post_process(self, train_loader=None) -> None:
-        del train_loader
-
     def state_dict(self) -> dict:
         """The base optimizer's state dict plus this method's own state (step counters,
         LookSAM's stored direction, C-Flat's gate), so a resumed run is bit-identical."""
-        return {**self.base_optimizer.state_dict(), "transform": [leaf.clone() for leaf in tree_leaves(self.transform_state)]}
+        return {**self.base_optimizer.state_dict(), "transform": saved_leaves(self.transform_state)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         saved = state_dict.get("transform")
         self.base_optimizer.load_state_dict({k: v for k, v in state_dict.items() if k != "transform"})
         if saved is not None:
-            leaves, spec = tree_flatten(self.transform_state)
-            if len(saved) != len(leaves):
-                raise ValueError(f"the saved state has {len(saved)} tensors, {type(self).__name__}'s state {len(leaves)}")
-            self.transform_state = tree_unflatten(
-                [new.to(device=old.device, dtype=old.dtype).clone() for old, new in zip(leaves, saved)], spec
-            )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.base_optimizer.__class__.__name__})"
+            self.transform_state = restored(self.transform_state, saved, type(self).__name__)
 
     # -- internals -----------------------------------------------------------------------
     def _parameters(self) -> list[Tensor]:

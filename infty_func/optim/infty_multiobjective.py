@@ -28,6 +28,7 @@ from infty_func.multiobjective.jacobian import combine, gramian
 from infty_func.multiobjective.ogd import OGDState, ogd, ogd_add_directions
 from infty_func.multiobjective.pcgrad import pcgrad, pcgrad_weights
 from infty_func.optim.closure_objective import ClosureObjective
+from infty_func.optim.infty_shell import InftyShell, check_args, restored, saved_leaves
 
 __all__ = ["InftyMultiObjectiveOptimizer", "PCGrad", "CAGrad", "GradVac", "OGD", "UniGrad_FS"]
 
@@ -50,7 +51,7 @@ def _mean_pairwise_cosine(diagnostics) -> Tensor | None:
     return (cosine.sum() - torch.diagonal(cosine).sum()) / (m * (m - 1))
 
 
-class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
+class InftyMultiObjectiveOptimizer(InftyShell, torch.optim.Optimizer):
     """Shared shell; subclasses name their defaults and build their transform."""
 
     DEFAULTS: ClassVar[dict] = {}
@@ -58,9 +59,7 @@ class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
     def __init__(self, params, base_optimizer: torch.optim.Optimizer, model: torch.nn.Module, args: dict | None = None, **kwargs):
         if not isinstance(base_optimizer, torch.optim.Optimizer):
             raise TypeError(f"{type(self).__name__} needs a torch.optim.Optimizer as base_optimizer")
-        unknown = sorted(set(args or {}) - set(self.DEFAULTS) - {"task_id"})
-        if unknown:
-            raise ValueError(f"{type(self).__name__} does not take args {unknown}; it takes {sorted(self.DEFAULTS)}")
+        check_args(type(self).__name__, args, {*self.DEFAULTS, "task_id"})
         super().__init__(params, kwargs)
         self.model = model
         self.base_optimizer = base_optimizer
@@ -103,9 +102,6 @@ class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
         """``loss_fn() -> (logits, loss_list)``."""
         self.forward_func = loss_fn
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.base_optimizer.zero_grad(set_to_none)
-
     def step(self, closure=None, delay: bool = False):
         forward = closure if closure is not None else self.forward_func
         if forward is None:
@@ -122,17 +118,11 @@ class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
             self.base_optimizer.step()
         return logits, loss_list
 
-    def delay_step(self) -> None:
-        self.base_optimizer.step()
-
-    def post_process(self, train_loader=None) -> None:
-        del train_loader
-
     def state_dict(self) -> dict:
         """The base optimizer's state dict plus this method's state (targets, basis, keys,
         diagnostics), so a resumed run continues exactly."""
-        leaves = tree_leaves(self.transform_state) if self.transform_state is not None else self._pending or []
-        return {**self.base_optimizer.state_dict(), "transform": [leaf.clone() for leaf in leaves]}
+        state = self.transform_state if self.transform_state is not None else (self._pending or [])
+        return {**self.base_optimizer.state_dict(), "transform": saved_leaves(state)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         saved = state_dict.get("transform")
@@ -145,10 +135,7 @@ class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
         self._restore(saved)
 
     def _restore(self, saved) -> None:
-        leaves, spec = tree_flatten(self.transform_state)
-        if len(saved) != len(leaves):
-            raise ValueError(f"the saved state has {len(saved)} tensors, {type(self).__name__}'s state {len(leaves)}")
-        self.transform_state = tree_unflatten([new.to(dtype=old.dtype).clone() for old, new in zip(leaves, saved)], spec)
+        self.transform_state = restored(self.transform_state, saved, type(self).__name__)
 
     def _ensure_state(self, m: int) -> None:
         """Build the transform for ``m`` objectives at the first step (the aggregators keep
@@ -162,8 +149,6 @@ class InftyMultiObjectiveOptimizer(torch.optim.Optimizer):
             self._restore(self._pending)
             self._pending = None
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.base_optimizer.__class__.__name__})"
 
     # -- internals -----------------------------------------------------------------------
     def _parameters(self) -> list[Tensor]:

@@ -23,7 +23,8 @@ import torch
 from torch.func import jvp
 
 from infty_func.core import random
-from infty_func.core.tree import tree_flatten, tree_leaves, tree_unflatten
+from infty_func.core.tree import tree_leaves
+from infty_func.optim.infty_shell import InftyShell, check_args, restored, saved_leaves
 from infty_func.zeroth_order.aliases import decays_weight
 from infty_func.zeroth_order.in_place import estimate_in_place
 from infty_func.zeroth_order.spsa import MODES, zo_gradient
@@ -47,7 +48,7 @@ def _summed(loss_list) -> torch.Tensor:
     return loss_list.sum()
 
 
-class ZeroFlow(torch.optim.Optimizer):
+class ZeroFlow(InftyShell, torch.optim.Optimizer):
     """INFTY's ``ZeroFlow``. ``args``: ``inftyopt`` (one of :data:`INFTYOPTS`), ``q`` (1),
     ``zo_eps`` (1e-3), ``perturbation_mode`` (``"two_side"``/``"one_side"``),
     ``use_history_grad`` (False), ``alpha`` (0.9), ``gradient_sparsity`` (None, a fraction
@@ -76,9 +77,7 @@ class ZeroFlow(torch.optim.Optimizer):
     }
 
     def __init__(self, params, base_optimizer: torch.optim.Optimizer, model: torch.nn.Module, args: dict | None = None, **kwargs):
-        unknown = sorted(set(args or {}) - set(self.DEFAULTS))
-        if unknown:
-            raise ValueError(f"ZeroFlow does not take args {unknown}; it takes {sorted(self.DEFAULTS)}")
+        check_args("ZeroFlow", args, self.DEFAULTS)
         super().__init__(params, {"lr": 1e-3, **kwargs})
         merged = {**self.DEFAULTS, **(args or {})}
         for key, value in merged.items():
@@ -120,9 +119,6 @@ class ZeroFlow(torch.optim.Optimizer):
             self.functional_call_loss = loss_fn
             self.batch = batch
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.base_optimizer.zero_grad(set_to_none)
-
     def step(self, closure=None, delay: bool = False):
         """One step; returns ``(logits, loss_list)`` at the last query's ``w + εz``, as INFTY."""
         del delay
@@ -139,25 +135,16 @@ class ZeroFlow(torch.optim.Optimizer):
         self.zo_state = estimate.finish()
         return estimate.probe_outputs
 
-    def delay_step(self) -> None:
-        self.base_optimizer.step()
-
-    def post_process(self, train_loader=None) -> None:
-        del train_loader
-
     def state_dict(self) -> dict:
         """The base optimizer's state dict plus the estimator's state (key, step count,
         smoothed directions), so a resumed run draws the same noise."""
-        return {**self.base_optimizer.state_dict(), "zeroflow": [leaf.clone() for leaf in tree_leaves(self.zo_state)]}
+        return {**self.base_optimizer.state_dict(), "zeroflow": saved_leaves(self.zo_state)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         saved = state_dict.get("zeroflow")
         self.base_optimizer.load_state_dict({k: v for k, v in state_dict.items() if k != "zeroflow"})
         if saved is not None:
-            leaves, spec = tree_flatten(self.zo_state)
-            if len(saved) != len(leaves):
-                raise ValueError(f"the saved ZeroFlow state has {len(saved)} tensors, this one {len(leaves)}")
-            self.zo_state = tree_unflatten([new.to(dtype=old.dtype).clone() for old, new in zip(leaves, saved)], spec)
+            self.zo_state = restored(self.zo_state, saved, "ZeroFlow")
 
     def __repr__(self) -> str:
         return f"ZeroFlow({self.inftyopt})"

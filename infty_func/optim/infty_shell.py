@@ -1,0 +1,57 @@
+"""What every INFTY-compatible class shares: the ``args`` check, the base optimizer's
+``zero_grad``/``delay_step``, INFTY's no-op ``post_process``, and checkpoints of a
+functional state next to the base optimizer's state dict."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from infty_func.core.tree import PyTree, tree_flatten, tree_leaves, tree_unflatten
+
+__all__ = ["InftyShell", "check_args", "saved_leaves", "restored"]
+
+
+def check_args(owner: str, args: dict | None, known: Iterable[str]) -> None:
+    """Refuse ``args`` keys the class does not know (INFTY ignores them silently)."""
+    known = set(known)
+    unknown = sorted(set(args or {}) - known)
+    if unknown:
+        raise ValueError(f"{owner} does not take args {unknown}; it takes {sorted(known)}")
+
+
+def saved_leaves(state: PyTree) -> list:
+    """The state's tensors, cloned, for a state dict (``torch.load(weights_only=True)``
+    reads them back)."""
+    return [leaf.clone() for leaf in tree_leaves(state)]
+
+
+def restored(state: PyTree, saved: list, owner: str) -> PyTree:
+    """``state``'s structure with ``saved``'s values, on ``state``'s devices and dtypes."""
+    leaves, spec = tree_flatten(state)
+    if len(saved) != len(leaves):
+        raise ValueError(f"the saved state has {len(saved)} tensors, {owner}'s state {len(leaves)}")
+    return tree_unflatten([new.to(device=old.device, dtype=old.dtype).clone() for old, new in zip(leaves, saved)], spec)
+
+
+class InftyShell:
+    """Methods of ``torch.optim.Optimizer`` subclasses that wrap a ``base_optimizer``."""
+
+    base_optimizer: Any
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients. ``infty`` zeroes them in place (``set_to_none=False``), and
+        its closures then accumulate into zeros; dropping them instead (torch's default)
+        gives the same numbers and saves two passes over the parameters per evaluation."""
+        self.base_optimizer.zero_grad(set_to_none)
+
+    def delay_step(self) -> None:
+        """Apply the update prepared by ``step(delay=True)``."""
+        self.base_optimizer.step()
+
+    def post_process(self, train_loader=None) -> None:
+        """INFTY's end-of-task hook (a no-op except for OGD)."""
+        del train_loader
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_optimizer.__class__.__name__})"
