@@ -1,0 +1,28 @@
+"""Diagnostic plots, as ``infty.plot`` draws them: loss landscapes and Hessian spectral
+densities.
+
+Each ``visualize_*`` function writes a PDF and a PNG (matplotlib figures on an Agg canvas,
+pyplot untouched), a JSON of metrics and the arrays behind the picture, and returns a
+dict of the paths written.
+"""
+
+from infty_func.plot.directions import PlaneDirections, filter_normalized_directions, hessian_directions
+from infty_func.plot.esd import esd_curve, visualize_esd
+from infty_func.plot.landscape import visualize_landscape, visualize_loss_landscape
+from infty_func.plot.metrics import conflict_metrics, landscape_metrics
+from infty_func.plot.objective import model_objective
+from infty_func.plot.surface import loss_surface
+
+__all__ = [
+    "visualize_landscape",
+    "visualize_loss_landscape",
+    "visualize_esd",
+    "loss_surface",
+    "landscape_metrics",
+    "conflict_metrics",
+    "esd_curve",
+    "hessian_directions",
+    "filter_normalized_directions",
+    "PlaneDirections",
+    "model_objective",
+]
