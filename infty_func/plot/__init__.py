@@ -1,11 +1,12 @@
-"""Diagnostic plots, as ``infty.plot`` draws them: loss landscapes and Hessian spectral
-densities.
+"""Diagnostic plots, as ``infty.plot`` draws them: loss landscapes, Hessian spectral
+densities and gradient-conflict curves.
 
 Each ``visualize_*`` function writes a PDF and a PNG (matplotlib figures on an Agg canvas,
 pyplot untouched), a JSON of metrics and the arrays behind the picture, and returns a
 dict of the paths written.
 """
 
+from infty_func.plot.conflicts import similarity_curves, visualize_conflicts
 from infty_func.plot.directions import PlaneDirections, filter_normalized_directions, hessian_directions
 from infty_func.plot.esd import esd_curve, visualize_esd
 from infty_func.plot.landscape import visualize_landscape, visualize_loss_landscape
@@ -17,10 +18,12 @@ __all__ = [
     "visualize_landscape",
     "visualize_loss_landscape",
     "visualize_esd",
+    "visualize_conflicts",
     "loss_surface",
     "landscape_metrics",
     "conflict_metrics",
     "esd_curve",
+    "similarity_curves",
     "hessian_directions",
     "filter_normalized_directions",
     "PlaneDirections",
