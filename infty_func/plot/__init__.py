@@ -1,5 +1,5 @@
 """Diagnostic plots, as ``infty.plot`` draws them: loss landscapes, Hessian spectral
-densities and gradient-conflict curves.
+densities, gradient-conflict curves and optimizer trajectories on a toy problem.
 
 Each ``visualize_*`` function writes a PDF and a PNG (matplotlib figures on an Agg canvas,
 pyplot untouched), a JSON of metrics and the arrays behind the picture, and returns a
@@ -13,12 +13,15 @@ from infty_func.plot.landscape import visualize_landscape, visualize_loss_landsc
 from infty_func.plot.metrics import conflict_metrics, landscape_metrics
 from infty_func.plot.objective import model_objective
 from infty_func.plot.surface import loss_surface
+from infty_func.plot.toy import pareto_set, two_objective_toy
+from infty_func.plot.trajectory import TRAJECTORY_METHODS, run_trajectory, visualize_trajectory
 
 __all__ = [
     "visualize_landscape",
     "visualize_loss_landscape",
     "visualize_esd",
     "visualize_conflicts",
+    "visualize_trajectory",
     "loss_surface",
     "landscape_metrics",
     "conflict_metrics",
@@ -28,4 +31,8 @@ __all__ = [
     "filter_normalized_directions",
     "PlaneDirections",
     "model_objective",
+    "two_objective_toy",
+    "pareto_set",
+    "run_trajectory",
+    "TRAJECTORY_METHODS",
 ]
