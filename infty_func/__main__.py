@@ -1,8 +1,11 @@
-"""Command line: ``python -m infty_func demo [--out DIR] [--seeds N] [--epochs N] [--methods a,b]``."""
+"""Command line: ``python -m infty_func demo [--out DIR] [--seeds N] [--epochs N] [--methods a,b]`` and
+``python -m infty_func plot {landscape,esd,trajectory} [--out DIR] [--task N] ...``."""
 
 from __future__ import annotations
 
 import argparse
+
+from infty_func.plot.command import add_plot_command, run_plot_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,12 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--epochs", type=int, default=10, help="epochs per task")
     demo.add_argument("--methods", default=None, help="comma-separated names from the registry (default: all)")
     demo.add_argument("--quiet", action="store_true")
+    add_plot_command(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from infty_func.demo import run_demo
 
         methods = args.methods.split(",") if args.methods else None
         run_demo(args.out, methods, args.seeds, args.epochs, args.quiet)
+    elif args.command == "plot":
+        run_plot_command(args)
     return 0
 
 

@@ -3,7 +3,7 @@ densities, gradient-conflict curves and optimizer trajectories on a toy problem.
 
 Each ``visualize_*`` function writes a PDF and a PNG (matplotlib figures on an Agg canvas,
 pyplot untouched), a JSON of metrics and the arrays behind the picture, and returns a
-dict of the paths written.
+dict of the paths written. ``python -m infty_func plot ...`` draws them for the demo.
 """
 
 from infty_func.plot.conflicts import similarity_curves, visualize_conflicts
