@@ -12,7 +12,12 @@ from torch import Tensor
 
 from infty_func.core.base import EmptyState, GradientTransformation
 from infty_func.core.tree import tree_leaves
-from infty_func.multiobjective.diagnostics import ConflictDiagnostics, conflict_diagnostics, empty_diagnostics
+from infty_func.multiobjective.diagnostics import (
+    ConflictDiagnostics,
+    _update_cosine,
+    conflict_diagnostics,
+    empty_diagnostics,
+)
 from infty_func.multiobjective.jacobian import combine, combine_per_leaf, gramian, jacobian_rows, leaf_gramians
 
 __all__ = ["AggregatorState", "weighted_aggregator", "GRANULARITIES"]
@@ -124,4 +129,4 @@ def _layer_diagnostics(grams: list[Tensor], weights: list[Tensor]) -> ConflictDi
     gains = sum(g @ w.to(torch.float64) for g, w in zip(grams, weights))
     update_norm = sum(w.to(torch.float64) @ g @ w.to(torch.float64) for g, w in zip(grams, weights)).clamp_min(0).sqrt()
     scale = torch.outer(norms, norms).clamp_min(1e-30)
-    return ConflictDiagnostics(total / scale, norms, gains / (norms * update_norm).clamp_min(1e-30), gains, update_norm)
+    return ConflictDiagnostics(total / scale, norms, _update_cosine(gains, norms, update_norm), gains, update_norm)

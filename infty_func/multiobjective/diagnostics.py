@@ -37,4 +37,12 @@ def conflict_diagnostics(gram: Tensor, weights: Tensor) -> ConflictDiagnostics:
     scale = torch.outer(norms, norms).clamp_min(_TINY)
     gains = gram @ weights
     update_norm = (weights @ gains).clamp_min(0).sqrt()
-    return ConflictDiagnostics(gram / scale, norms, gains / (norms * update_norm).clamp_min(_TINY), gains, update_norm)
+    return ConflictDiagnostics(gram / scale, norms, _update_cosine(gains, norms, update_norm), gains, update_norm)
+
+
+def _update_cosine(gains: Tensor, norms: Tensor, update_norm: Tensor) -> Tensor:
+    """``⟨g_i, d⟩ / (‖g_i‖‖d‖)``, and 0 where the update (or the gradient) vanishes: the
+    numerator is then rounding error, and dividing it by a tiny norm would report nonsense."""
+    denominator = norms * update_norm
+    vanishing = denominator <= 1e-12 * norms.max().clamp_min(_TINY) ** 2
+    return torch.where(vanishing, torch.zeros_like(gains), gains / denominator.clamp_min(_TINY)).clamp(-1.0, 1.0)

@@ -228,3 +228,13 @@ def test_config_momentum_state_has_no_shape_changes_and_separate_kind_runs():
             out, state = tx.update(jac, state, params, index=step % 3)
             assert torch.isfinite(out["w"]).all()
         assert [leaf.shape for leaf in ifn.tree_leaves(state)] == shapes
+
+
+def test_a_vanishing_update_reports_a_zero_cosine_not_rounding_noise():
+    g = torch.linspace(-1.0, 2.0, 20, dtype=torch.float64)
+    flat = torch.stack([g, -g])
+    jac = {"weight": flat[:, :15].reshape(2, 3, 5), "bias": flat[:, 15:]}
+    tx = ifn.pcgrad(seed=None)
+    params = {"weight": torch.zeros(3, 5, dtype=torch.float64), "bias": torch.zeros(5, dtype=torch.float64)}
+    _, state = tx.update(jac, tx.init(params), params)
+    assert torch.equal(state.diagnostics.update_cosine, torch.zeros(2, dtype=torch.float64))
