@@ -17,13 +17,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--epochs", type=int, default=10, help="epochs per task")
     demo.add_argument("--methods", default=None, help="comma-separated names from the registry (default: all)")
     demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--no-figures", action="store_true", help="skip the per-method ESD and landscape figures")
     add_plot_command(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from infty_func.demo import run_demo
 
         methods = args.methods.split(",") if args.methods else None
-        run_demo(args.out, methods, args.seeds, args.epochs, args.quiet)
+        run_demo(args.out, methods, args.seeds, args.epochs, args.quiet, figures=not args.no_figures)
     elif args.command == "plot":
         run_plot_command(args)
     return 0

@@ -18,6 +18,7 @@ from infty_func.demo.model import init_mlp, mlp
 class ContinualResult(NamedTuple):
     accuracy: Tensor  # [seeds, tasks, tasks]: accuracy[s, t, j] on task j after training task t
     seconds: float
+    params: dict | None = None  # the final parameters, stacked over seeds
 
 
 def _class_mask(classes: tuple[int, ...], num_classes: int = 10) -> Tensor:
@@ -119,7 +120,7 @@ def train_continual(
                 accuracy[:, t, j] = batched_accuracy(params, seen.test_x, seen.test_y, _class_mask(seen.classes))
         if progress is not None:
             progress()
-    return ContinualResult(accuracy, time.perf_counter() - start)
+    return ContinualResult(accuracy, time.perf_counter() - start, params)
 
 
 def average_accuracy(accuracy: Tensor) -> Tensor:

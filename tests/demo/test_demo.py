@@ -19,6 +19,9 @@ def test_demo_cli_end_to_end_writes_json_and_plot(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--seeds", "2", "--epochs", "1", "--quiet"]) == 0
     summary = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "accuracy.png").stat().st_size > 1000
+    for name in METHODS:  # an ESD and a landscape figure per method, seed 0 after the last task
+        assert (tmp_path / "figures" / "esd" / name / "fig_task4.png").stat().st_size > 1000
+        assert (tmp_path / "figures" / "landscape" / name / "loss_surface_task4.png").stat().st_size > 1000
     assert summary["benchmark"] == "split-digits"
     assert summary["config"]["seeds"] == 2 and summary["config"]["epochs"] == 1
     assert set(summary["methods"]) == set(METHODS)
