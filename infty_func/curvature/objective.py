@@ -22,7 +22,7 @@ from torch.func import vmap
 from infty_func.core.objective import evaluate, hvp_operator, total_loss, value_and_grad
 from infty_func.core.tree import PyTree, tree_add_scaled, tree_scale
 
-__all__ = ["Objective", "as_objective", "DatasetObjective", "hvp", "hvp_batched"]
+__all__ = ["Objective", "as_objective", "DatasetObjective", "hvp", "hvp_batched", "batch_size"]
 
 
 class Objective:
@@ -58,7 +58,9 @@ def as_objective(objective: Any) -> Objective:
     raise TypeError(f"expected a loss_fn(params) or a curvature objective, got {type(objective).__name__}")
 
 
-def _batch_size(batch) -> int:
+def batch_size(batch) -> int:
+    """The weight of a batch in a dataset average: its first tensor's leading size (1 for
+    anything else)."""
     first = batch[0] if isinstance(batch, (tuple, list)) else batch
     return int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1
 
@@ -85,7 +87,7 @@ class DatasetObjective:
             items = tqdm(items, desc=what, leave=False)
         seen = 0
         for batch in items:
-            size = _batch_size(batch)
+            size = batch_size(batch)
             seen += size
             yield batch, size
         if seen == 0:

@@ -9,15 +9,9 @@ from torch import Tensor
 from torch.func import vmap
 
 from infty_func.core.tree import PyTree, tree_leaves, tree_map
-from infty_func.curvature.objective import DatasetObjective, Objective
+from infty_func.curvature.objective import DatasetObjective, Objective, batch_size
 
 __all__ = ["loss_surface"]
-
-
-def _batch_size(batch) -> int:
-    # the weight DatasetObjective gives a batch: its first tensor's leading size
-    first = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
-    return int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1
 
 
 def _on_plane(loss: Callable[[PyTree], Tensor], params: PyTree, first: PyTree, second: PyTree):
@@ -69,7 +63,7 @@ def loss_surface(
         if isinstance(objective, DatasetObjective):
             total, count = None, 0
             for batch in objective.batches:
-                size = _batch_size(batch)
+                size = batch_size(batch)
                 loss = lambda p, batch=batch: objective.batch_loss(p, batch)
                 values = _chunked(_on_plane(loss, params, first, second), grid_a, grid_b, chunk) * size
                 total = values if total is None else total + values
