@@ -1,0 +1,136 @@
+"""Laplacian smoothing: the linear system it solves, torchzero's numbers, and the
+properties every transform keeps."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+from torch.func import vmap
+
+import infty_func as ifn
+from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
+from tests.transforms.test_properties import MEMBERS, stacked_problem
+
+
+def periodic_laplacian(n):
+    eye = torch.eye(n, dtype=torch.float64)
+    return -2 * eye + torch.roll(eye, 1, 0) + torch.roll(eye, -1, 0)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 3.0])
+def test_the_update_solves_i_minus_sigma_laplacian_u_equals_g(sigma):
+    g = {"w": torch.randn(7, 5, dtype=torch.float64), "b": torch.randn(3, dtype=torch.float64)}
+    tx = ifn.laplacian_smoothing(sigma, layerwise=True, min_numel=4)
+    out, _ = tx.update(g, tx.init(g), g)
+    u = out["w"].reshape(-1)
+    system = torch.eye(35, dtype=torch.float64) - sigma * periodic_laplacian(35)
+    torch.testing.assert_close(system @ u, g["w"].reshape(-1), rtol=0, atol=1e-12)
+    assert torch.equal(out["b"], g["b"])  # 3 entries ≤ min_numel: passed through
+
+
+def test_global_smoothing_treats_all_leaves_as_one_vector():
+    g = {"w": torch.randn(4, 3, dtype=torch.float64), "b": torch.randn(6, dtype=torch.float64)}
+    tx = ifn.laplacian_smoothing(2.0, layerwise=False)
+    out, _ = tx.update(g, tx.init(g), g)
+    flat_in = torch.cat([g["w"].reshape(-1), g["b"]])
+    flat_out = torch.cat([out["w"].reshape(-1), out["b"]])
+    torch.testing.assert_close(
+        (torch.eye(18, dtype=torch.float64) - 2.0 * periodic_laplacian(18)) @ flat_out, flat_in, rtol=0, atol=1e-12
+    )
+
+
+def test_sigma_zero_is_the_identity():
+    g = {"w": torch.randn(6, 6, dtype=torch.float64)}
+    tx = ifn.laplacian_smoothing(0.0)
+    out, _ = tx.update(g, tx.init(g), g)
+    torch.testing.assert_close(out["w"], g["w"], rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize(("layerwise", "min_numel"), [(True, 4), (True, 20), (False, 4)])
+def test_matches_torchzero_over_ten_steps(layerwise, min_numel):
+    tz = pytest.importorskip("torchzero", reason="reference package torchzero not installed (pip install --no-deps torchzero)")
+    batches = make_batches(10, seed=2)
+    reference = make_mlp()
+    opt = tz.Optimizer(reference.parameters(), tz.m.LaplacianSmoothing(1.5, layerwise, min_numel), tz.m.LR(0.1))
+    for x, y in batches:
+
+        def closure(backward=True, x=x, y=y):
+            loss = nn.functional.cross_entropy(reference(x), y)
+            if backward:
+                opt.zero_grad()
+                loss.backward()
+            return loss
+
+        opt.step(closure)
+    model = make_mlp()
+    params = params_of(model)
+    tx = ifn.chain(ifn.laplacian_smoothing(1.5, layerwise, min_numel), ifn.scale_by_learning_rate(0.1))
+    state = tx.init(params)
+    for x, y in batches:
+        params, state, _ = ifn.step(tx, state, params, loss_fn_for(model, x, y))
+    for name, value in params_of(reference).items():
+        torch.testing.assert_close(params[name], value, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("layerwise", [True, False])
+def test_vmap_over_members_equals_the_loop(layerwise):
+    tx = ifn.chain(ifn.laplacian_smoothing(1.0, layerwise), ifn.sgd(0.1, momentum=0.9))
+    base, params, xs, ys = stacked_problem(4)
+
+    def train_step(p, s, x, y):
+        return ifn.step(tx, s, p, loss_fn_for(base, x, y))[:2]
+
+    batched, states = params, vmap(tx.init)(params)
+    for t in range(xs.shape[0]):
+        batched, states = vmap(train_step)(batched, states, xs[t], ys[t])
+    for m in range(MEMBERS):
+        p = {k: v[m] for k, v in params.items()}
+        s = tx.init(p)
+        for t in range(xs.shape[0]):
+            p, s = train_step(p, s, xs[t, m], ys[t, m])
+        for key in p:
+            torch.testing.assert_close(batched[key][m], p[key], rtol=0, atol=1e-12)
+
+
+def test_state_dict_resume_is_bit_identical_and_degenerate_gradients_stay_finite():
+    def run(batches, model=None, opt=None):
+        model = model or make_mlp()
+        opt = opt or ifn.optim.TransformOptimizer(model.named_parameters(), ifn.chain(ifn.laplacian_smoothing(), ifn.adam(1e-2)))
+        for x, y in batches:
+
+            def closure(x=x, y=y):
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+        return model, opt
+
+    batches = make_batches(8, seed=3)
+    whole, _ = run(batches)
+    model, opt = run(batches[:4])
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer)
+    resumed = make_mlp(seed=4)
+    resumed.load_state_dict(saved["model"])
+    opt = ifn.optim.TransformOptimizer(resumed.named_parameters(), ifn.chain(ifn.laplacian_smoothing(), ifn.adam(1e-2)))
+    opt.load_state_dict(saved["opt"])
+    run(batches[4:], resumed, opt)
+    for key, value in params_of(whole).items():
+        assert torch.equal(value, params_of(resumed)[key])
+    tx = ifn.laplacian_smoothing()
+    params = params_of(make_mlp())
+    for grads in (ifn.tree_zeros_like(params), ifn.tree_ones_like(params), ifn.tree_scale(ifn.tree_ones_like(params), -1.0)):
+        out, _ = tx.update(grads, tx.init(params), params)
+        assert bool(ifn.tree_all_finite(out))
+
+
+def test_bad_min_numel_is_refused():
+    with pytest.raises(ValueError, match="min_numel must be a non-negative int"):
+        ifn.laplacian_smoothing(min_numel=-1)
