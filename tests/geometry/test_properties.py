@@ -14,28 +14,12 @@ from torch.func import vmap
 import infty_func as ifn
 from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
 from tests.geometry.catalogue import NAMES, build
-from tests.transforms.test_properties import MEMBERS, stacked_problem
+from tests.vmap_loop import assert_vmap_equals_loop
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_vmap_over_members_equals_python_loop(name):
-    tx = ifn.chain(build(name), ifn.sgd(0.1, momentum=0.9))
-    base, params, xs, ys = stacked_problem(6)
-
-    def train_step(p, s, x, y):
-        return ifn.step(tx, s, p, loss_fn_for(base, x, y))[:2]
-
-    batched_params, states = params, vmap(tx.init)(params)
-    for t in range(xs.shape[0]):
-        batched_params, states = vmap(train_step)(batched_params, states, xs[t], ys[t])
-
-    for m in range(MEMBERS):
-        p = {k: v[m] for k, v in params.items()}
-        s = tx.init(p)
-        for t in range(xs.shape[0]):
-            p, s = train_step(p, s, xs[t, m], ys[t, m])
-        for key in p:
-            torch.testing.assert_close(batched_params[key][m], p[key], rtol=0, atol=1e-12)
+    assert_vmap_equals_loop(ifn.chain(build(name), ifn.sgd(0.1, momentum=0.9)), steps=6)
 
 
 @pytest.mark.parametrize("factory", [ifn.sam, ifn.gsam, ifn.looksam, ifn.c_flat], ids=lambda f: f.__name__)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad
 
 import infty_func as ifn
 from tests.conftest import make_batches, make_mlp, params_of
 from tests.multiobjective.catalogue import AGGREGATORS, NAMES
 from tests.multiobjective.jacobians import aggregate, flat_update, random_jacobian
-from tests.transforms.test_properties import MEMBERS, stacked_problem
+from tests.vmap_loop import assert_vmap_equals_loop
 
 
 def three_losses(model, x, y):
@@ -31,21 +31,7 @@ def three_losses(model, x, y):
 @pytest.mark.parametrize("name", NAMES)
 def test_vmap_over_members_equals_python_loop(name):
     tx = ifn.chain(AGGREGATORS[name](), ifn.sgd(0.1, momentum=0.9))
-    base, params, xs, ys = stacked_problem(4)
-
-    def train_step(p, s, x, y):
-        return ifn.step(tx, s, p, three_losses(base, x, y))[:2]
-
-    batched, states = params, vmap(tx.init)(params)
-    for t in range(xs.shape[0]):
-        batched, states = vmap(train_step)(batched, states, xs[t], ys[t])
-    for m in range(MEMBERS):
-        p = {k: v[m] for k, v in params.items()}
-        s = tx.init(p)
-        for t in range(xs.shape[0]):
-            p, s = train_step(p, s, xs[t, m], ys[t, m])
-        for key in p:
-            torch.testing.assert_close(batched[key][m], p[key], rtol=0, atol=1e-10)
+    assert_vmap_equals_loop(tx, steps=4, loss_for=three_losses, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if not n.startswith("gradvac")])

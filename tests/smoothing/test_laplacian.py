@@ -8,11 +8,10 @@ import io
 import pytest
 import torch
 from torch import nn
-from torch.func import vmap
 
 import infty_func as ifn
 from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
-from tests.transforms.test_properties import MEMBERS, stacked_problem
+from tests.vmap_loop import assert_vmap_equals_loop
 
 
 def periodic_laplacian(n):
@@ -77,22 +76,7 @@ def test_matches_torchzero_over_ten_steps(layerwise, min_numel):
 
 @pytest.mark.parametrize("layerwise", [True, False])
 def test_vmap_over_members_equals_the_loop(layerwise):
-    tx = ifn.chain(ifn.laplacian_smoothing(1.0, layerwise), ifn.sgd(0.1, momentum=0.9))
-    base, params, xs, ys = stacked_problem(4)
-
-    def train_step(p, s, x, y):
-        return ifn.step(tx, s, p, loss_fn_for(base, x, y))[:2]
-
-    batched, states = params, vmap(tx.init)(params)
-    for t in range(xs.shape[0]):
-        batched, states = vmap(train_step)(batched, states, xs[t], ys[t])
-    for m in range(MEMBERS):
-        p = {k: v[m] for k, v in params.items()}
-        s = tx.init(p)
-        for t in range(xs.shape[0]):
-            p, s = train_step(p, s, xs[t, m], ys[t, m])
-        for key in p:
-            torch.testing.assert_close(batched[key][m], p[key], rtol=0, atol=1e-12)
+    assert_vmap_equals_loop(ifn.chain(ifn.laplacian_smoothing(1.0, layerwise), ifn.sgd(0.1, momentum=0.9)), steps=4)
 
 
 def test_state_dict_resume_is_bit_identical_and_degenerate_gradients_stay_finite():

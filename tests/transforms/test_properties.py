@@ -8,47 +8,16 @@ import io
 import pytest
 import torch
 from torch import nn
-from torch.func import stack_module_state, vmap
 
 import infty_func as ifn
-from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
+from tests.conftest import make_batches, make_mlp, params_of
 from tests.transforms.catalogue import NAMES, build
-
-MEMBERS = 4
-
-
-def stacked_problem(steps):
-    models = [make_mlp(seed) for seed in range(MEMBERS)]
-    params, _ = stack_module_state(models)
-    params = {k: v.detach() for k, v in params.items()}
-    batches = [make_batches(steps, seed=10 + m) for m in range(MEMBERS)]
-    xs = torch.stack([torch.stack([x for x, _ in member]) for member in batches], dim=1)
-    ys = torch.stack([torch.stack([y for _, y in member]) for member in batches], dim=1)
-    return models[0], params, xs, ys
+from tests.vmap_loop import assert_vmap_equals_loop
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_vmap_over_members_equals_python_loop(name):
-    tx = build(name)
-    base, params, xs, ys = stacked_problem(6)
-
-    def train_step(p, s, x, y):
-        return ifn.step(tx, s, p, loss_fn_for(base, x, y))[:2]
-
-    states = vmap(tx.init)(params)
-    batched_params = params
-    for t in range(xs.shape[0]):
-        batched_params, states = vmap(train_step)(batched_params, states, xs[t], ys[t])
-
-    for m in range(MEMBERS):
-        p = {k: v[m] for k, v in params.items()}
-        s = tx.init(p)
-        for t in range(xs.shape[0]):
-            p, s = train_step(p, s, xs[t, m], ys[t, m])
-        for key in p:
-            torch.testing.assert_close(batched_params[key][m], p[key], rtol=0, atol=1e-12)
-        for looped, batched in zip(ifn.tree_leaves(s), ifn.tree_leaves(states)):
-            torch.testing.assert_close(batched[m], looped, rtol=0, atol=1e-12)
+    assert_vmap_equals_loop(build(name), steps=6, check_state=True)
 
 
 def adapter_run(name, batches, model=None, opt=None):
