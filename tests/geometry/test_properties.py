@@ -4,14 +4,12 @@ gradients stay finite."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
-from torch import nn
 from torch.func import vmap
 
 import infty_func as ifn
+from tests.adapter_runs import adapter_run, assert_resume_is_bit_identical
 from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
 from tests.geometry.catalogue import NAMES, build
 from tests.vmap_loop import assert_vmap_equals_loop
@@ -51,44 +49,20 @@ def test_vmap_over_a_batch_of_rho_values_equals_the_loop(factory):
             torch.testing.assert_close(stacked[key][index], p[key], rtol=0, atol=1e-12)
 
 
-def adapter_run(name, batches, model=None, opt=None):
-    model = model or make_mlp()
-    opt = opt or ifn.optim.TransformOptimizer(model.named_parameters(), ifn.chain(build(name), ifn.adam(1e-2)))
-    for x, y in batches:
-
-        def closure():
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-    return model, opt
+def with_adam(name):
+    return lambda: ifn.chain(build(name), ifn.adam(1e-2))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_resume_is_bit_identical(name):
-    batches = make_batches(12, seed=3)
-    uninterrupted, _ = adapter_run(name, batches)
-    model, opt = adapter_run(name, batches[:5])
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer)
-    resumed = make_mlp(seed=99)
-    resumed.load_state_dict(saved["model"])
-    resumed_opt = ifn.optim.TransformOptimizer(resumed.named_parameters(), ifn.chain(build(name), ifn.adam(1e-2)))
-    resumed_opt.load_state_dict(saved["opt"])
-    adapter_run(name, batches[5:], resumed, resumed_opt)
-    for key, value in params_of(uninterrupted).items():
-        assert torch.equal(value, params_of(resumed)[key]), key
+    assert_resume_is_bit_identical(with_adam(name), make_batches(12, seed=3), split=5)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_same_inputs_give_the_same_bits(name):
     batches = make_batches(5, seed=4)
-    first, _ = adapter_run(name, batches)
-    second, _ = adapter_run(name, batches)
+    first, _ = adapter_run(with_adam(name), batches)
+    second, _ = adapter_run(with_adam(name), batches)
     for key, value in params_of(first).items():
         assert torch.equal(value, params_of(second)[key])
 

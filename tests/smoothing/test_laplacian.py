@@ -3,13 +3,12 @@ properties every transform keeps."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 from torch import nn
 
 import infty_func as ifn
+from tests.adapter_runs import assert_resume_is_bit_identical
 from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
 from tests.vmap_loop import assert_vmap_equals_loop
 
@@ -80,34 +79,8 @@ def test_vmap_over_members_equals_the_loop(layerwise):
 
 
 def test_state_dict_resume_is_bit_identical_and_degenerate_gradients_stay_finite():
-    def run(batches, model=None, opt=None):
-        model = model or make_mlp()
-        opt = opt or ifn.optim.TransformOptimizer(model.named_parameters(), ifn.chain(ifn.laplacian_smoothing(), ifn.adam(1e-2)))
-        for x, y in batches:
-
-            def closure(x=x, y=y):
-                opt.zero_grad()
-                loss = nn.functional.cross_entropy(model(x), y)
-                loss.backward()
-                return loss
-
-            opt.step(closure)
-        return model, opt
-
-    batches = make_batches(8, seed=3)
-    whole, _ = run(batches)
-    model, opt = run(batches[:4])
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer)
-    resumed = make_mlp(seed=4)
-    resumed.load_state_dict(saved["model"])
-    opt = ifn.optim.TransformOptimizer(resumed.named_parameters(), ifn.chain(ifn.laplacian_smoothing(), ifn.adam(1e-2)))
-    opt.load_state_dict(saved["opt"])
-    run(batches[4:], resumed, opt)
-    for key, value in params_of(whole).items():
-        assert torch.equal(value, params_of(resumed)[key])
+    factory = lambda: ifn.chain(ifn.laplacian_smoothing(), ifn.adam(1e-2))  # noqa: E731
+    assert_resume_is_bit_identical(factory, make_batches(8, seed=3), split=4)
     tx = ifn.laplacian_smoothing()
     params = params_of(make_mlp())
     for grads in (ifn.tree_zeros_like(params), ifn.tree_ones_like(params), ifn.tree_scale(ifn.tree_ones_like(params), -1.0)):

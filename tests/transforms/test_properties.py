@@ -3,13 +3,11 @@ the same inputs give the same bits, and degenerate gradients stay finite."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
-from torch import nn
 
 import infty_func as ifn
+from tests.adapter_runs import adapter_run, assert_resume_is_bit_identical
 from tests.conftest import make_batches, make_mlp, params_of
 from tests.transforms.catalogue import NAMES, build
 from tests.vmap_loop import assert_vmap_equals_loop
@@ -20,45 +18,16 @@ def test_vmap_over_members_equals_python_loop(name):
     assert_vmap_equals_loop(build(name), steps=6, check_state=True)
 
 
-def adapter_run(name, batches, model=None, opt=None):
-    model = model or make_mlp()
-    opt = opt or ifn.optim.TransformOptimizer(model.named_parameters(), build(name))
-    for x, y in batches:
-        def closure():
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-    return model, opt
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_resume_is_bit_identical(name):
-    batches = make_batches(100, seed=3)
-    uninterrupted, _ = adapter_run(name, batches)
-
-    model, opt = adapter_run(name, batches[:50])
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer)
-    resumed_model = make_mlp(seed=99)
-    resumed_model.load_state_dict(saved["model"])
-    resumed_opt = ifn.optim.TransformOptimizer(resumed_model.named_parameters(), build(name))
-    resumed_opt.load_state_dict(saved["opt"])
-    adapter_run(name, batches[50:], resumed_model, resumed_opt)
-
-    for key, value in params_of(uninterrupted).items():
-        assert torch.equal(value, params_of(resumed_model)[key]), key
+    assert_resume_is_bit_identical(lambda: build(name), make_batches(100, seed=3), split=50)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_same_inputs_give_the_same_bits(name):
     batches = make_batches(5, seed=4)
-    first, _ = adapter_run(name, batches)
-    second, _ = adapter_run(name, batches)
+    first, _ = adapter_run(lambda: build(name), batches)
+    second, _ = adapter_run(lambda: build(name), batches)
     for key, value in params_of(first).items():
         assert torch.equal(value, params_of(second)[key])
 
