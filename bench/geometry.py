@@ -24,7 +24,7 @@ from torch import nn
 from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_medians, mlp, parameter_count  # noqa: E402
+from common import functional_stepper, interleaved_medians, mlp, parameter_count  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 
@@ -108,16 +108,11 @@ def class_step(module, cls_name, args, adaptive, sizes):
 def functional_step(transform_factory, sizes):
     model, x, y = problem(sizes)
     tx = ifn.chain(transform_factory(), ifn.sgd(LR, momentum=MOMENTUM))
-    box = {"params": {n: p.detach() for n, p in model.named_parameters()}}
-    box["state"] = tx.init(box["params"])
 
     def loss_fn(params):
         return nn.functional.cross_entropy(functional_call(model, params, (x,)), y)
 
-    def step():
-        box["params"], box["state"], _ = ifn.step(tx, box["state"], box["params"], loss_fn)
-
-    return step
+    return functional_stepper(model, tx, loss_fn)
 
 
 def run(size_name: str, repeats: int) -> None:

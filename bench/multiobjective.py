@@ -25,7 +25,7 @@ from torch import nn
 from torch.func import functional_call, vjp, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_medians, mlp, parameter_count  # noqa: E402
+from common import functional_stepper, interleaved_medians, mlp, parameter_count  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 
@@ -125,14 +125,11 @@ def step_section(repeats: int) -> None:
                 steps[label] = opt.step
             model, x, y = problem(m)
             tx = ifn.chain(factory(), ifn.sgd(0.01, momentum=0.9))
-            box = {"params": {n: p.detach() for n, p in model.named_parameters()}}
-            box["state"] = tx.init(box["params"])
 
-            def functional(model=model, tx=tx, box=box, m=m):
-                loss_fn = lambda p: losses_of(functional_call(model, p, (x,)), y, m)  # noqa: E731
-                box["params"], box["state"], _ = ifn.step(tx, box["state"], box["params"], loss_fn)
+            def loss_fn(p, model=model, x=x, y=y, m=m):
+                return losses_of(functional_call(model, p, (x,)), y, m)
 
-            steps["functional"] = functional
+            steps["functional"] = functional_stepper(model, tx, loss_fn)
             seconds = interleaved_medians(steps, repeats)
             base = seconds.get("infty")
             cells = f"{base * 1e3:>9.2f}" if base else f"{'-':>10}"

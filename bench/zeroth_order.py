@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_medians, mlp, parameter_count  # noqa: E402
+from common import functional_stepper, interleaved_medians, mlp, parameter_count  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 from infty_func.zeroth_order.directions import Directions  # noqa: E402
@@ -99,16 +99,11 @@ def zeroflow_step(cls, sizes, batch, memory_efficient):
 def functional_step(sizes, batch, memory_efficient):
     model, x, y = problem(sizes, batch)
     tx = ifn.zo_sgd(LR, zo_eps=EPS, memory_efficient=memory_efficient)
-    box = {"params": {n: p.detach() for n, p in model.named_parameters()}}
-    box["state"] = tx.init(box["params"])
 
     def loss_fn(params):
         return nn.functional.cross_entropy(functional_call(model, params, (x,)), y)
 
-    def step():
-        box["params"], box["state"], _ = ifn.step(tx, box["state"], box["params"], loss_fn)
-
-    return step
+    return functional_stepper(model, tx, loss_fn)
 
 
 def time_section(sizes, repeats: int) -> None:
