@@ -30,18 +30,41 @@ def adapter_run(factory: Callable[[], ifn.GradientTransformation], batches, mode
 
 
 def assert_resume_is_bit_identical(factory: Callable[[], ifn.GradientTransformation], batches, split: int) -> None:
+    """``assert_checkpoint_resumes`` for a ``TransformOptimizer`` over ``factory()``."""
+    assert_checkpoint_resumes(
+        lambda model: ifn.optim.TransformOptimizer(model.named_parameters(), factory()),
+        lambda opt, model, part: adapter_run(factory, part, model, opt),
+        batches,
+        split,
+    )
+
+
+def assert_checkpoint_resumes(
+    build: Callable[[nn.Module], torch.optim.Optimizer],
+    train: Callable[[torch.optim.Optimizer, nn.Module, list], object],
+    batches,
+    split: int,
+    start: Callable[[], object] = lambda: None,
+) -> None:
     """An uninterrupted run equals one saved (``torch.save``) after ``split`` batches and
-    resumed into a fresh model and optimizer, bit for bit."""
-    uninterrupted, _ = adapter_run(factory, batches)
-    model, opt = adapter_run(factory, batches[:split])
+    resumed into a fresh model and optimizer, bit for bit. ``build(model)`` makes the
+    optimizer, ``train(opt, model, batches)`` steps it, and ``start()`` runs before each of
+    the two runs that begin from scratch (to seed a global generator the optimizer reads)."""
+    start()
+    uninterrupted = make_mlp()
+    train(build(uninterrupted), uninterrupted, batches)
+    start()
+    model = make_mlp()
+    opt = build(model)
+    train(opt, model, batches[:split])
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
     buffer.seek(0)
     saved = torch.load(buffer)
     resumed = make_mlp(seed=99)
     resumed.load_state_dict(saved["model"])
-    resumed_opt = ifn.optim.TransformOptimizer(resumed.named_parameters(), factory())
+    resumed_opt = build(resumed)
     resumed_opt.load_state_dict(saved["opt"])
-    adapter_run(factory, batches[split:], resumed, resumed_opt)
+    train(resumed_opt, resumed, batches[split:])
     for key, value in params_of(uninterrupted).items():
         assert torch.equal(value, params_of(resumed)[key]), key

@@ -3,13 +3,12 @@ resumable state, clear errors. (Agreement with infty itself: tests/geometry.)"""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 from torch import nn
 
 import infty_func as ifn
+from tests.adapter_runs import assert_checkpoint_resumes
 from tests.conftest import make_batches, make_mlp, params_of
 
 CLASSES = {
@@ -56,24 +55,7 @@ def test_step_returns_logits_and_losses_and_calls_the_closure_the_documented_num
 
 @pytest.mark.parametrize("name", sorted(CLASSES))
 def test_state_dict_resumes_bit_identically(name):
-    batches = make_batches(8, seed=5)
-    model = make_mlp()
-    train(build(name, model), model, batches)
-
-    first = make_mlp()
-    opt = build(name, first)
-    train(opt, first, batches[:3])
-    buffer = io.BytesIO()
-    torch.save({"model": first.state_dict(), "opt": opt.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer)
-    resumed = make_mlp(seed=7)
-    resumed.load_state_dict(saved["model"])
-    resumed_opt = build(name, resumed)
-    resumed_opt.load_state_dict(saved["opt"])
-    train(resumed_opt, resumed, batches[3:])
-    for key, value in params_of(model).items():
-        assert torch.equal(value, params_of(resumed)[key]), key
+    assert_checkpoint_resumes(lambda model: build(name, model), train, make_batches(8, seed=5), split=3)
 
 
 def test_equals_the_functional_path_with_the_summed_losses():

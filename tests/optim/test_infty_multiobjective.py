@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 import random
 
 import pytest
@@ -11,7 +10,8 @@ import torch
 from torch import nn
 
 import infty_func as ifn
-from tests.conftest import make_batches, make_mlp, params_of
+from tests.adapter_runs import assert_checkpoint_resumes
+from tests.conftest import make_batches, make_mlp
 
 CLASSES = {
     "PCGrad": (ifn.optim.PCGrad, {}),
@@ -40,26 +40,9 @@ def train(opt, model, batches):
 
 @pytest.mark.parametrize("name", sorted(CLASSES))
 def test_state_dict_resumes_bit_identically(name):
-    batches = make_batches(16, seed=9)
-    random.seed(0)
-    model = make_mlp()
-    train(build(name, model), model, batches)
-
-    random.seed(0)
-    first = make_mlp()
-    opt = build(name, first)
-    train(opt, first, batches[:8])
-    buffer = io.BytesIO()
-    torch.save({"model": first.state_dict(), "opt": opt.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer)
-    resumed = make_mlp(seed=5)
-    resumed.load_state_dict(saved["model"])
-    opt = build(name, resumed)
-    opt.load_state_dict(saved["opt"])
-    train(opt, resumed, batches[8:])
-    for key, value in params_of(model).items():
-        assert torch.equal(value, params_of(resumed)[key]), key
+    assert_checkpoint_resumes(
+        lambda model: build(name, model), train, make_batches(16, seed=9), split=8, start=lambda: random.seed(0)
+    )
 
 
 @pytest.mark.parametrize("name", ["PCGrad", "CAGrad", "GradVac", "UniGrad_FS"])

@@ -4,13 +4,12 @@ tests/zeroth_order/test_reference_infty.py.)"""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 from torch import nn
 
 import infty_func as ifn
+from tests.adapter_runs import assert_checkpoint_resumes
 from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
 
 
@@ -69,21 +68,13 @@ def test_memory_efficient_path_gives_the_same_numbers(inftyopt):
 
 
 def test_state_dict_resumes_bit_identically():
-    batches = make_batches(6, seed=3)
     args = {"inftyopt": "zo_adam", "q": 2, "use_history_grad": True}
-    uninterrupted, _, _ = run(args, batches)
-    model, opt, _ = run(args, batches[:3])
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer)
-    resumed = make_mlp(seed=5)
-    resumed.load_state_dict(saved["model"])
-    opt = ifn.optim.ZeroFlow(resumed.parameters(), torch.optim.SGD(resumed.parameters(), lr=0.05, momentum=0.9), resumed, args=args)
-    opt.load_state_dict(saved["opt"])
-    run(args, batches[3:], resumed, opt)
-    for key, value in params_of(uninterrupted).items():
-        assert torch.equal(value, params_of(resumed)[key]), key
+    assert_checkpoint_resumes(
+        lambda model: run(args, [], model)[1],
+        lambda opt, model, batches: run(args, batches, model, opt),
+        make_batches(6, seed=3),
+        split=3,
+    )
 
 
 @pytest.mark.parametrize(
