@@ -23,7 +23,7 @@ from infty_func.core.base import GradientTransformation
 from infty_func.core.tree import tree_leaves
 from infty_func.geometry import c_flat, gam, gsam, looksam, sam
 from infty_func.optim.closure_objective import ClosureObjective
-from infty_func.optim.infty_shell import InftyShell, check_args, restored, saved_leaves
+from infty_func.optim.infty_shell import InftyShell, check_args, restored, saved_leaves, stacked_losses
 
 __all__ = ["SAM", "GSAM", "GAM", "LookSAM", "C_Flat", "InftyGeometryOptimizer"]
 
@@ -35,8 +35,7 @@ def _total_loss(output: Any) -> Tensor:
             "an INFTY closure returns (logits, loss_list); got "
             f"{type(output).__name__}{'' if not isinstance(output, tuple) else f' of length {len(output)}'}"
         )
-    losses = output[1]
-    return torch.stack(list(losses)).sum() if isinstance(losses, (list, tuple)) else losses.sum()
+    return stacked_losses(output[1]).sum()
 
 
 class InftyGeometryOptimizer(InftyShell, torch.optim.Optimizer):

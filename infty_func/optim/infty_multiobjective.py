@@ -28,7 +28,7 @@ from infty_func.multiobjective.jacobian import combine, gramian
 from infty_func.multiobjective.ogd import OGDState, ogd, ogd_add_directions
 from infty_func.multiobjective.pcgrad import pcgrad, pcgrad_weights
 from infty_func.optim.closure_objective import ClosureObjective
-from infty_func.optim.infty_shell import InftyShell, check_args, restored, saved_leaves
+from infty_func.optim.infty_shell import InftyShell, check_args, restored, saved_leaves, stacked_losses
 
 __all__ = ["InftyMultiObjectiveOptimizer", "PCGrad", "CAGrad", "GradVac", "OGD", "UniGrad_FS"]
 
@@ -306,7 +306,7 @@ class _ClosureJacobian:
         with self.inner._at(params), torch.enable_grad():
             logits, loss_list = self.forward()
             self.outputs = (logits, loss_list)
-            values = torch.stack([torch.as_tensor(v) for v in loss_list]).detach()
+            values = stacked_losses(loss_list).detach()
             rows = []
             wrt = [p for p in self.parameters if p.requires_grad]
             for index, loss in enumerate(loss_list):

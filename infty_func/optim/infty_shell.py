@@ -1,15 +1,18 @@
-"""What every INFTY-compatible class shares: the ``args`` check, the base optimizer's
-``zero_grad``/``delay_step``, INFTY's no-op ``post_process``, and checkpoints of a
-functional state next to the base optimizer's state dict."""
+"""What every INFTY-compatible class shares: the ``args`` check, a closure's ``loss_list``
+as one tensor, the base optimizer's ``zero_grad``/``delay_step``, INFTY's no-op
+``post_process``, and checkpoints of a functional state next to the base optimizer's state
+dict."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
+import torch
+
 from infty_func.core.tree import PyTree, tree_flatten, tree_leaves, tree_unflatten
 
-__all__ = ["InftyShell", "check_args", "saved_leaves", "restored"]
+__all__ = ["InftyShell", "check_args", "stacked_losses", "saved_leaves", "restored"]
 
 
 def check_args(owner: str, args: dict | None, known: Iterable[str]) -> None:
@@ -18,6 +21,14 @@ def check_args(owner: str, args: dict | None, known: Iterable[str]) -> None:
     unknown = sorted(set(args or {}) - known)
     if unknown:
         raise ValueError(f"{owner} does not take args {unknown}; it takes {sorted(known)}")
+
+
+def stacked_losses(loss_list) -> torch.Tensor:
+    """An INFTY closure's ``loss_list`` (a list or tuple of scalars, or a tensor) as one
+    1-D tensor, graph kept."""
+    if isinstance(loss_list, (list, tuple)):
+        return torch.stack([torch.as_tensor(v) for v in loss_list])
+    return loss_list.reshape(-1)
 
 
 def saved_leaves(state: PyTree) -> list:

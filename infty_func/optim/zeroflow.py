@@ -24,7 +24,7 @@ from torch.func import jvp
 
 from infty_func.core import random
 from infty_func.core.tree import tree_leaves
-from infty_func.optim.infty_shell import InftyShell, check_args, restored, saved_leaves
+from infty_func.optim.infty_shell import InftyShell, check_args, restored, saved_leaves, stacked_losses
 from infty_func.zeroth_order.aliases import decays_weight
 from infty_func.zeroth_order.in_place import estimate_in_place
 from infty_func.zeroth_order.spsa import MODES, zo_gradient
@@ -40,12 +40,6 @@ INFTYOPTS = (
     "zo_adam_conserve",
     "forward_grad",
 )
-
-
-def _summed(loss_list) -> torch.Tensor:
-    if isinstance(loss_list, (list, tuple)):
-        return torch.stack([torch.as_tensor(v) for v in loss_list]).sum()
-    return loss_list.sum()
 
 
 class ZeroFlow(InftyShell, torch.optim.Optimizer):
@@ -168,7 +162,7 @@ class ZeroFlow(InftyShell, torch.optim.Optimizer):
             self.model.eval()  # as INFTY: probes run in eval mode
             with torch.inference_mode():
                 logits, loss_list = forward()
-            return _summed(loss_list), (logits, loss_list)
+            return stacked_losses(loss_list).sum(), (logits, loss_list)
 
         return evaluate
 
@@ -237,7 +231,7 @@ class ZeroFlow(InftyShell, torch.optim.Optimizer):
 
         with torch.no_grad():
             (logits, loss_list), (_, tangent_losses) = jvp(objective, (params,), (tangents,))
-        derivative = _summed(tangent_losses).detach()
+        derivative = stacked_losses(tangent_losses).sum().detach()
         lr = self.defaults.get("lr", 1e-3)
         weight_decay = self.defaults.get("weight_decay", 0)
         with torch.no_grad():
