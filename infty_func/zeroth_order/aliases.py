@@ -22,10 +22,6 @@ __all__ = [
 ]
 
 
-def _estimate(zo_eps, q, mode, sign, sparsity, history, memory_efficient, seed, reduce):
-    return zo_gradient(zo_eps, q, mode, sign, sparsity, history, memory_efficient, seed, reduce)
-
-
 def zo_sgd(
     lr,
     momentum=0.0,
@@ -44,7 +40,7 @@ def zo_sgd(
     """ZO-SGD (MeZO): :func:`zo_gradient` then :func:`~infty_func.sgd`. ``zo_eps``, ``q``,
     ``mode``, ``sparsity``, ``history``, ``memory_efficient``, ``seed`` and ``reduce`` go
     to the estimator (see :func:`zo_gradient`); the rest to SGD."""
-    estimate = _estimate(zo_eps, q, mode, sign, sparsity, history, memory_efficient, seed, reduce)
+    estimate = zo_gradient(zo_eps, q, mode, sign, sparsity, history, memory_efficient, seed, reduce)
     return chain(estimate, sgd(lr, momentum=momentum, weight_decay=weight_decay))
 
 
@@ -66,7 +62,7 @@ def zo_adam(
 ) -> GradientTransformation:
     """ZO-Adam: :func:`zo_gradient` then :func:`~infty_func.adam` (``eps`` is Adam's; the
     probe radius is ``zo_eps``)."""
-    estimate = _estimate(zo_eps, q, mode, sign, sparsity, history, memory_efficient, seed, reduce)
+    estimate = zo_gradient(zo_eps, q, mode, sign, sparsity, history, memory_efficient, seed, reduce)
     return chain(estimate, adam(lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
 
