@@ -27,6 +27,16 @@ def make_batches(count: int, seed: int = 1, batch: int = 12, features: int = 6, 
     ]
 
 
+def infty_closure(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """INFTY's closure form: ``() -> (logits, [cross-entropy])``."""
+
+    def closure():
+        logits = model(x)
+        return logits, [nn.functional.cross_entropy(logits, y)]
+
+    return closure
+
+
 def params_of(model: nn.Module) -> dict:
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 
@@ -40,6 +50,16 @@ def loss_fn_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
 
 def max_abs_diff(a: dict, b: dict) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.fixture
+def float64_default():
+    """float64 as torch's default dtype for one test (reference packages that make tensors
+    in the default dtype: conflictfree's weights, PyHessian's and INFTY's internals)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 @pytest.fixture

@@ -7,19 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 
 import infty_func.curvature as cv
+from tests.conftest import loss_fn_for, params_of
 
 pyhessian = pytest.importorskip("pyhessian", reason="reference package pyhessian not installed (pip install --no-deps pyhessian)")
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def problem():
@@ -28,12 +23,8 @@ def problem():
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(64, 10, generator=generator, dtype=torch.float64)
     y = torch.randint(0, 3, (64,), generator=generator)
-    params = {name: p.detach().clone() for name, p in model.named_parameters()}
-
-    def loss_fn(p):
-        return nn.functional.cross_entropy(functional_call(model, p, (x,)), y)
-
-    return model, x, y, params, loss_fn
+    params = params_of(model)
+    return model, x, y, params, loss_fn_for(model, x, y)
 
 
 def test_top_eigenvalue_matches_pyhessian_within_1e4_relative():

@@ -11,6 +11,7 @@ from torch import nn
 from torch.func import functional_call
 
 import infty_func as ifn
+from tests.conftest import infty_closure, make_batches, params_of
 
 infty_optim = pytest.importorskip("infty.optim", reason="reference package infty not installed (pip install --no-deps infty tqdm)")
 
@@ -25,22 +26,6 @@ def make_bn_mlp() -> nn.Module:
     ).double()
 
 
-def batches():
-    generator = torch.Generator().manual_seed(1)
-    return [
-        (torch.randn(12, 6, generator=generator, dtype=torch.float64), torch.randint(0, 4, (12,), generator=generator))
-        for _ in range(STEPS)
-    ]
-
-
-def infty_closure(model, x, y):
-    def closure():
-        logits = model(x)
-        return logits, [nn.functional.cross_entropy(logits, y)]
-
-    return closure
-
-
 def run_class(cls, args, adaptive=False, configure=None):
     """INFTY's usage: base optimizer, the wrapper, a closure per batch, step()."""
     model = make_bn_mlp()
@@ -48,7 +33,7 @@ def run_class(cls, args, adaptive=False, configure=None):
     opt = cls(model.parameters(), base, model, args=args, adaptive=adaptive)
     if configure is not None:
         configure(opt)
-    for x, y in batches():
+    for x, y in make_batches(STEPS):
         opt.set_closure(infty_closure(model, x, y))
         opt.step()
     return model
@@ -56,11 +41,11 @@ def run_class(cls, args, adaptive=False, configure=None):
 
 def run_functional(transform):
     model = make_bn_mlp()
-    params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    params = params_of(model)
     buffers = dict(model.named_buffers())
     optimizer = ifn.chain(transform, ifn.sgd(0.1, momentum=0.9))
     state = optimizer.init(params)
-    for x, y in batches():
+    for x, y in make_batches(STEPS):
 
         def loss_fn(p, x=x, y=y):
             return nn.functional.cross_entropy(functional_call(model, {**p, **buffers}, (x,)), y)

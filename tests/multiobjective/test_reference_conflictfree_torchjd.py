@@ -13,15 +13,6 @@ from tests.multiobjective.jacobians import aggregate, flat_update, random_jacobi
 CASES = [(m, seed, kind) for m in (2, 3, 5) for seed, kind in ((0, "random"), (1, "conflicting"))]
 
 
-@pytest.fixture
-def float64_default():
-    """conflictfree's EqualWeight makes its ones in the default dtype."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 class TestConflictFree:
     cf = pytest.importorskip("conflictfree.grad_operator", reason="reference package conflictfree not installed")
     lengths = pytest.importorskip("conflictfree.length_model", reason="reference package conflictfree not installed")

@@ -13,18 +13,14 @@ from torch import nn
 from torch.func import functional_call
 
 import infty_func as ifn
+from tests.conftest import params_of
 
 infty_optim = pytest.importorskip("infty.optim", reason="reference package infty not installed (pip install --no-deps infty tqdm)")
 
 STEPS = 10
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def make_model(linear_only=False):
@@ -57,12 +53,12 @@ def run_class(cls, args, m, linear_only=False, task_switch=None):
 
         opt.set_closure(closure)
         opt.step()
-    return {name: p.detach().clone() for name, p in model.named_parameters()}, opt
+    return params_of(model), opt
 
 
 def run_functional(aggregator, m, linear_only=False):
     model = make_model(linear_only)
-    params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    params = params_of(model)
     tx = ifn.chain(aggregator, ifn.sgd(0.1, momentum=0.9))
     state = tx.init(params)
     for step in range(STEPS):
@@ -205,5 +201,5 @@ def test_ogd_matches_infty_over_a_task_switch(tmp_path):
                 lambda batches=batches: (model(batches[0][0])["logits"], losses_of(lambda x: model(x)["logits"], batches))
             )
             opt.step()
-        results.append({name: p.detach().clone() for name, p in model.named_parameters()})
+        results.append(params_of(model))
     assert_close(results[1], results[0], 1e-6)

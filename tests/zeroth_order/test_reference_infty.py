@@ -10,6 +10,7 @@ from torch import nn
 from torch.func import functional_call
 
 import infty_func as ifn
+from tests.conftest import infty_closure, loss_fn_for, make_batches, params_of
 from tests.zeroth_order.injection import InjectedTorch, forward_tangents, spsa_directions
 
 zeroflow_module = pytest.importorskip(
@@ -25,22 +26,6 @@ def make_model() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4)).double()
 
 
-def batches():
-    generator = torch.Generator().manual_seed(1)
-    return [
-        (torch.randn(12, 6, generator=generator, dtype=torch.float64), torch.randint(0, 4, (12,), generator=generator))
-        for _ in range(STEPS)
-    ]
-
-
-def infty_closure(model, x, y):
-    def closure():
-        logits = model(x)
-        return logits, [nn.functional.cross_entropy(logits, y)]
-
-    return closure
-
-
 def functional_loss(params, names, buffers, model, batch):
     x, y = batch
     logits = functional_call(model, ({**dict(zip(names, params)), **buffers}), (x,))
@@ -49,7 +34,7 @@ def functional_loss(params, names, buffers, model, batch):
 
 def run_zeroflow(cls, args, base, monkeypatch=None, inject=None, lr=None):
     model = make_model()
-    params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    params = params_of(model)
     if inject is not None:
         monkeypatch.setattr(zeroflow_module, "torch", InjectedTorch(inject(params)))
         monkeypatch.setattr(
@@ -57,7 +42,7 @@ def run_zeroflow(cls, args, base, monkeypatch=None, inject=None, lr=None):
         )
     extra = {} if lr is None else {"lr": lr}
     opt = cls(model.parameters(), base(model.parameters()), model, args=args, **extra)
-    for x, y in batches():
+    for x, y in make_batches(STEPS):
         if args.get("inftyopt") == "forward_grad":
             opt.set_closure(functional_loss, (x, y))
         else:
@@ -65,19 +50,15 @@ def run_zeroflow(cls, args, base, monkeypatch=None, inject=None, lr=None):
         opt.step()
     if inject is not None:
         monkeypatch.setattr(zeroflow_module, "torch", torch)
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
+    return params_of(model)
 
 
 def run_functional(transform):
     model = make_model()
-    params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    params = params_of(model)
     state = transform.init(params)
-    for x, y in batches():
-
-        def loss_fn(p, x=x, y=y):
-            return nn.functional.cross_entropy(functional_call(model, p, (x,)), y)
-
-        params, state, _ = ifn.step(transform, state, params, loss_fn)
+    for x, y in make_batches(STEPS):
+        params, state, _ = ifn.step(transform, state, params, loss_fn_for(model, x, y))
     return params
 
 
@@ -159,10 +140,10 @@ def test_forward_grad_matches_infty_with_the_same_tangents(monkeypatch):
     def with_decay(cls):
         model = make_model()
         opt = cls(model.parameters(), SGD(model.parameters()), model, args=args, lr=model_lr, weight_decay=weight_decay)
-        for x, y in batches():
+        for x, y in make_batches(STEPS):
             opt.set_closure(functional_loss, (x, y))
             opt.step()
-        return {name: p.detach().clone() for name, p in model.named_parameters()}
+        return params_of(model)
 
     assert_close(run_zeroflow(ifn.optim.ZeroFlow, args, SGD, lr=model_lr), reference)
     assert_close(run_functional(ifn.forward_grad(model_lr)), reference)

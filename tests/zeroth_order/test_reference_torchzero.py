@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 
 import infty_func as ifn
+from tests.conftest import loss_fn_for, params_of
 from tests.zeroth_order.injection import forward_tangents, spsa_directions
 
 tz = pytest.importorskip("torchzero", reason="reference package torchzero not installed (pip install --no-deps torchzero)")
@@ -74,20 +74,16 @@ def run_torchzero(module):
             return loss
 
         opt.step(closure)
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
+    return params_of(model)
 
 
 def run_ours(estimator):
     model = make_model()
-    params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    params = params_of(model)
     tx = ifn.chain(estimator, ifn.scale_by_learning_rate(LR))
     state = tx.init(params)
     for x, y in batches():
-
-        def loss_fn(p, x=x, y=y):
-            return nn.functional.cross_entropy(functional_call(model, p, (x,)), y)
-
-        params, state, _ = ifn.step(tx, state, params, loss_fn)
+        params, state, _ = ifn.step(tx, state, params, loss_fn_for(model, x, y))
     return params
 
 
