@@ -146,15 +146,6 @@ class InftyGeometryOptimizer(InftyShell, torch.optim.Optimizer):
             self.transform_state = restored(self.transform_state, saved, type(self).__name__)
 
     # -- internals -----------------------------------------------------------------------
-    def _parameters(self) -> list[Tensor]:
-        return [p for group in self.param_groups for p in group["params"]]
-
-    def _names(self) -> list[str]:
-        return [str(index) for index in range(len(self._parameters()))]
-
-    def _params_tree(self) -> dict:
-        return {name: p.detach() for name, p in zip(self._names(), self._parameters())}
-
     def _maybe_no_sync(self):
         if torch.distributed.is_available() and torch.distributed.is_initialized() and hasattr(self.model, "no_sync"):
             return self.model.no_sync()

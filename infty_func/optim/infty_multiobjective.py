@@ -149,17 +149,7 @@ class InftyMultiObjectiveOptimizer(InftyShell, torch.optim.Optimizer):
             self._restore(self._pending)
             self._pending = None
 
-
     # -- internals -----------------------------------------------------------------------
-    def _parameters(self) -> list[Tensor]:
-        return [p for group in self.param_groups for p in group["params"]]
-
-    def _names(self) -> list[str]:
-        return [str(index) for index in range(len(self._parameters()))]
-
-    def _params_tree(self) -> dict:
-        return {name: p.detach() for name, p in zip(self._names(), self._parameters())}
-
     def _write_grads(self, parameters, updates) -> None:
         """Set ``.grad`` only where the last differentiation reached the parameter: frozen
         or unused parameters keep ``grad=None``, so the base optimizer skips them (as

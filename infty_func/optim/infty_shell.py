@@ -66,3 +66,15 @@ class InftyShell:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_optimizer.__class__.__name__})"
+
+    def _parameters(self) -> list[torch.Tensor]:
+        """Every parameter of every group, in order."""
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def _names(self) -> list[str]:
+        """The functional state's keys: each parameter's position."""
+        return [str(index) for index in range(len(self._parameters()))]
+
+    def _params_tree(self) -> dict:
+        """The parameters, detached, as the functional transform's pytree."""
+        return {name: p.detach() for name, p in zip(self._names(), self._parameters())}
