@@ -91,6 +91,16 @@ LENGTH_MODELS = {
 }
 
 
+def length_model_of(length_model: LengthModel | str | None, owner: str) -> LengthModel:
+    """``length_model`` as a function: a name from :data:`LENGTH_MODELS`, a function as
+    given, ``None`` for :func:`projection_length`."""
+    if isinstance(length_model, str):
+        if length_model not in LENGTH_MODELS:
+            raise ValueError(f"{owner}: unknown length model {length_model!r}; use one of {sorted(LENGTH_MODELS)}")
+        return LENGTH_MODELS[length_model]()
+    return length_model or projection_length()
+
+
 def config_weights(
     gram: Tensor,
     target: Tensor,
@@ -161,11 +171,7 @@ def config(
     """
     del use_least_square
     weights_of = weight_model or equal_weight()
-    if isinstance(length_model, str):
-        if length_model not in LENGTH_MODELS:
-            raise ValueError(f"config: unknown length model {length_model!r}; use one of {sorted(LENGTH_MODELS)}")
-        length_model = LENGTH_MODELS[length_model]()
-    length_of = length_model or projection_length()
+    length_of = length_model_of(length_model, "config")
 
     def weighting(gram, inner, value=None):
         return config_weights(gram, weights_of(gram, value), length_of, value, use_double), inner
@@ -188,9 +194,8 @@ def config_update(
     matrix = torch.stack(list(grads)) if isinstance(grads, (list, tuple)) else grads
     if matrix.dim() != 2:
         raise ValueError(f"config_update takes an m × n tensor of gradients, got shape {tuple(matrix.shape)}")
-    if isinstance(length_model, str):
-        length_model = LENGTH_MODELS[length_model]()
+    length_of = length_model_of(length_model, "config_update")
     gram = (matrix @ matrix.transpose(0, 1)).to(torch.float64)
     target = (weight_model or equal_weight())(gram, losses)
-    weights = config_weights(gram, target, length_model or projection_length(), losses)
+    weights = config_weights(gram, target, length_of, losses)
     return weights.to(matrix.dtype) @ matrix

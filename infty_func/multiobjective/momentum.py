@@ -11,7 +11,7 @@ from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
 from infty_func.core.tree import PyTree, tree_flatten, tree_unflatten
-from infty_func.multiobjective.config import LENGTH_MODELS, config_weights, equal_weight, projection_length
+from infty_func.multiobjective.config import config_weights, equal_weight, length_model_of
 from infty_func.multiobjective.jacobian import gramian, jacobian_rows
 
 __all__ = ["config_momentum", "ConFIGMomentumState", "KINDS"]
@@ -72,11 +72,7 @@ def config_momentum(
     if not isinstance(m, int) or m < 1:
         raise ValueError(f"config_momentum needs the number of objectives m >= 1, got {m!r}")
     weights_of = weight_model or equal_weight()
-    if isinstance(length_model, str):
-        if length_model not in LENGTH_MODELS:
-            raise ValueError(f"config_momentum: unknown length model {length_model!r}; use one of {sorted(LENGTH_MODELS)}")
-        length_model = LENGTH_MODELS[length_model]()
-    length_of = length_model or projection_length()
+    length_of = length_model_of(length_model, "config_momentum")
 
     def init_fn(params):
         leaves, spec = tree_flatten(params)

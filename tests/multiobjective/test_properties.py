@@ -156,6 +156,19 @@ def test_a_scalar_loss_given_to_an_aggregator_is_refused():
         ifn.step(tx, tx.init(params), params, loss_fn)
 
 
+@pytest.mark.parametrize(
+    ("build", "owner"),
+    [
+        (lambda: ifn.multiobjective.config(length_model="median"), "config"),
+        (lambda: ifn.multiobjective.config_momentum(2, length_model="median"), "config_momentum"),
+        (lambda: ifn.multiobjective.config_update(torch.eye(2, 3), length_model="median"), "config_update"),
+    ],
+)
+def test_an_unknown_length_model_name_is_refused(build, owner):
+    with pytest.raises(ValueError, match=f"{owner}: unknown length model 'median'; use one of"):
+        build()
+
+
 def test_ogd_removes_the_stored_directions_and_skips_dependent_ones():
     params = {"w": torch.zeros(4, dtype=torch.float64)}
     tx = ifn.ogd(3)
