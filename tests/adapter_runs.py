@@ -1,5 +1,6 @@
-"""Training the test MLP through ``TransformOptimizer``, and the checkpoint property every
-transform keeps: saving midway and resuming gives bit-identical parameters."""
+"""Training the test MLP through ``TransformOptimizer`` or an INFTY-compatible class, and
+the checkpoint property every transform keeps: saving midway and resuming gives
+bit-identical parameters."""
 
 from __future__ import annotations
 
@@ -27,6 +28,19 @@ def adapter_run(factory: Callable[[], ifn.GradientTransformation], batches, mode
 
         opt.step(closure)
     return model, opt
+
+
+def infty_two_task_run(opt, model: nn.Module, batches) -> None:
+    """Step an INFTY multi-objective class over ``batches`` taken in pairs: one closure per
+    pair, one cross-entropy loss per batch of the pair."""
+    for (x, y), (x2, y2) in zip(batches[::2], batches[1::2]):
+        opt.set_closure(
+            lambda x=x, y=y, x2=x2, y2=y2: (
+                model(x),
+                [nn.functional.cross_entropy(model(x), y), nn.functional.cross_entropy(model(x2), y2)],
+            )
+        )
+        opt.step()
 
 
 def assert_resume_is_bit_identical(factory: Callable[[], ifn.GradientTransformation], batches, split: int) -> None:

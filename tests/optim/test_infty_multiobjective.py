@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import infty_func as ifn
-from tests.adapter_runs import assert_checkpoint_resumes
+from tests.adapter_runs import assert_checkpoint_resumes, infty_two_task_run
 from tests.conftest import make_batches, make_mlp
 
 CLASSES = {
@@ -27,21 +27,10 @@ def build(name, model):
     return cls(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), model, args=dict(args))
 
 
-def train(opt, model, batches):
-    for (x, y), (x2, y2) in zip(batches[::2], batches[1::2]):
-        opt.set_closure(
-            lambda x=x, y=y, x2=x2, y2=y2: (
-                model(x),
-                [nn.functional.cross_entropy(model(x), y), nn.functional.cross_entropy(model(x2), y2)],
-            )
-        )
-        opt.step()
-
-
 @pytest.mark.parametrize("name", sorted(CLASSES))
 def test_state_dict_resumes_bit_identically(name):
     assert_checkpoint_resumes(
-        lambda model: build(name, model), train, make_batches(16, seed=9), split=8, start=lambda: random.seed(0)
+        lambda model: build(name, model), infty_two_task_run, make_batches(16, seed=9), split=8, start=lambda: random.seed(0)
     )
 
 
@@ -49,7 +38,7 @@ def test_state_dict_resumes_bit_identically(name):
 def test_sim_list_records_one_mean_cosine_per_step(name):
     model = make_mlp()
     opt = build(name, model)
-    train(opt, model, make_batches(8))
+    infty_two_task_run(opt, model, make_batches(8))
     assert len(opt.sim_list) == 4 and all(-1.0 <= value <= 1.0 for value in opt.sim_list)
     assert all(isinstance(value, float) for value in opt.sim_list)
 
@@ -78,6 +67,6 @@ def test_frozen_parameters_keep_no_gradient_and_do_not_move(name):
     opt = cls(
         model.parameters(), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.5), model, args=dict(args)
     )
-    train(opt, model, make_batches(4))
+    infty_two_task_run(opt, model, make_batches(4))
     assert model[0].weight.grad is None
     assert torch.equal(model[0].weight, frozen)

@@ -7,11 +7,11 @@ import random
 
 import pytest
 import torch
-from torch import nn
 
 import infty_func as ifn
 from infty_func.plot import similarity_curves, visualize_conflicts
 from infty_func.plot.metrics import CONFLICT_FIELDS
+from tests.adapter_runs import infty_two_task_run
 from tests.conftest import make_batches, make_mlp
 from tests.plot.figures import assert_pdf, assert_png, read_json
 
@@ -38,14 +38,7 @@ def test_an_infty_optimizers_sim_list_gives_the_before_curve(tmp_path):
     model = make_mlp()
     opt = ifn.optim.PCGrad(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.1), model, args={})
     batches = make_batches(8, seed=3)
-    for (x, y), (x2, y2) in zip(batches[::2], batches[1::2]):
-        opt.set_closure(
-            lambda x=x, y=y, x2=x2, y2=y2: (
-                model(x),
-                [nn.functional.cross_entropy(model(x), y), nn.functional.cross_entropy(model(x2), y2)],
-            )
-        )
-        opt.step()
+    infty_two_task_run(opt, model, batches)
     paths = visualize_conflicts(opt, task=1, out=tmp_path, dpi=DPI)
     folder = tmp_path / "pcgrad"  # the optimizer's name, as INFTY names its folders
     assert paths == {
