@@ -10,6 +10,7 @@ is exact up to rounding (no iteration tolerance).
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import torch
@@ -24,9 +25,15 @@ MAX_EXACT_OBJECTIVES = 12
 def supports(m: int, device=None, include_empty: bool = False) -> Tensor:
     """Every subset of ``m`` variables as a 0/1 float64 mask, one per row (the empty one
     only with ``include_empty``): the candidate supports or active sets of the exact
-    small solvers."""
+    small solvers. A fresh tensor each call; the enumeration itself is built once per
+    ``(m, include_empty)``."""
+    return _enumerated(m, include_empty).to(device=device, copy=True)
+
+
+@functools.cache
+def _enumerated(m: int, include_empty: bool) -> Tensor:
     masks = [bits for bits in itertools.product([0.0, 1.0], repeat=m) if include_empty or any(bits)]
-    return torch.tensor(masks, dtype=torch.float64, device=device)
+    return torch.tensor(masks, dtype=torch.float64)
 
 
 def bordered(block: Tensor, masks: Tensor) -> Tensor:
