@@ -38,7 +38,8 @@ class InPlaceEstimate:
 
     def leaf(self, index: int, scale: float = 1.0) -> Tensor:
         """``scale · ĝ`` for leaf ``index`` (a fresh tensor; with ``history`` it also
-        advances that leaf's smoothed direction in :attr:`state`)."""
+        advances that leaf's smoothed direction, on every call: INFTY's conservative step
+        rebuilds the estimate, and smooths again, for each of its base-optimizer steps)."""
         cfg, q = self._config, len(self.projected)
         history_leaves = cfg["history_leaves"]
         out = None
