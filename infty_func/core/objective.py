@@ -33,6 +33,7 @@ __all__ = [
     "summed",
     "perturbed",
     "require_loss_fn",
+    "require_params",
     "LOOP_JACOBIAN_BELOW",
 ]
 
@@ -283,6 +284,14 @@ def perturbed(loss_fn: Callable) -> AbstractContextManager:
     """
     enter = getattr(loss_fn, "perturbed", None)
     return enter() if callable(enter) else nullcontext()
+
+
+def require_params(params: PyTree | None, method: str) -> PyTree:
+    """``params``, or a ``ValueError`` that names ``method``: for transforms that evaluate
+    the objective at points built from the parameters."""
+    if params is None:
+        raise ValueError(f"{method} perturbs the parameters and needs them: call update(updates, state, params, loss_fn=...)")
+    return params
 
 
 def require_loss_fn(loss_fn: Callable | None, method: str) -> Callable:

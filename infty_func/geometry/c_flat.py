@@ -9,9 +9,9 @@ from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
 from infty_func.core.control import cond
-from infty_func.core.objective import require_loss_fn
+from infty_func.core.objective import require_loss_fn, require_params
 from infty_func.core.tree import tree_add_scaled, tree_norm, tree_sub
-from infty_func.geometry.perturbation import Radius, flatness_probes, radius, require_params
+from infty_func.geometry.perturbation import Radius, flatness_probes, radius
 
 __all__ = ["c_flat", "CFlatState"]
 

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.objective import require_loss_fn
+from infty_func.core.objective import require_loss_fn, require_params
 from infty_func.core.tree import tree_add_scaled, tree_scale
-from infty_func.geometry.perturbation import Radius, flatness_probes, radius, require_params
+from infty_func.geometry.perturbation import Radius, flatness_probes, radius
 from infty_func.geometry.projection import subtract_orthogonal_part
 
 __all__ = ["gam", "GAMState"]

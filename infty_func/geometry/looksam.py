@@ -9,9 +9,9 @@ from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
 from infty_func.core.control import cond
-from infty_func.core.objective import require_loss_fn
+from infty_func.core.objective import require_loss_fn, require_params
 from infty_func.core.tree import PyTree, tree_zeros_like
-from infty_func.geometry.perturbation import Radius, ascent_point, gradient_at, radius, require_params
+from infty_func.geometry.perturbation import Radius, ascent_point, gradient_at, radius
 from infty_func.geometry.projection import leafwise_add_rescaled, leafwise_orthogonal_part
 
 __all__ = ["looksam", "LookSAMState"]

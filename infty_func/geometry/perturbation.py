@@ -17,7 +17,7 @@ from infty_func.core.objective import perturbed, value_and_grad
 from infty_func.core.tree import PyTree, tree_add_scaled, tree_mul, tree_norm, tree_sub
 from infty_func.transforms.scale import schedule_value
 
-__all__ = ["radius", "ascent_point", "gradient_at", "FlatnessProbes", "flatness_probes", "require_params"]
+__all__ = ["radius", "ascent_point", "gradient_at", "FlatnessProbes", "flatness_probes"]
 
 Radius = float | Tensor | Callable[[Tensor], Tensor]
 
@@ -28,12 +28,6 @@ def radius(rho: Radius, count: Tensor, method: str) -> float | Tensor:
     if callable(rho):
         return schedule_value(rho, count, method)
     return rho
-
-
-def require_params(params: PyTree | None, method: str) -> PyTree:
-    if params is None:
-        raise ValueError(f"{method} perturbs the parameters and needs them: call update(grads, state, params, loss_fn=...)")
-    return params
 
 
 def ascent_point(grads: PyTree, params: PyTree, rho: float | Tensor, adaptive: bool, eps: float) -> PyTree:

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.objective import require_loss_fn
-from infty_func.geometry.perturbation import Radius, ascent_point, gradient_at, radius, require_params
+from infty_func.core.objective import require_loss_fn, require_params
+from infty_func.geometry.perturbation import Radius, ascent_point, gradient_at, radius
 
 __all__ = ["sam", "SAMState"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.objective import jacobian, perturbed, require_loss_fn
+from infty_func.core.objective import jacobian, perturbed, require_loss_fn, require_params
 from infty_func.core.tree import tree_flatten, tree_unflatten
 from infty_func.geometry.perturbation import Radius, ascent_point, radius
 from infty_func.multiobjective.gradvac import gradvac
@@ -59,8 +59,7 @@ def unigrad_fs(
                 f"unigrad_fs needs exactly 2 losses (old task, new task), got {m}; pass loss_fn returning a tensor of shape [2]"
             )
         loss_fn = require_loss_fn(loss_fn, "unigrad_fs")
-        if params is None:
-            raise ValueError("unigrad_fs perturbs the parameters and needs them: update(jac, state, params, loss_fn=...)")
+        params = require_params(params, "unigrad_fs")
         summed = tree_unflatten([leaf.sum(0) for leaf in leaves], spec)
         point = ascent_point(summed, params, radius(rho, count, "unigrad_fs"), adaptive, eps)
         with perturbed(loss_fn):

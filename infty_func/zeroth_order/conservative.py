@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.objective import evaluate, perturbed, require_loss_fn, summed
+from infty_func.core.objective import evaluate, perturbed, require_loss_fn, require_params, summed
 from infty_func.core.tree import tree_add, tree_scale, tree_sub
 
 __all__ = ["conservative"]
@@ -36,8 +36,7 @@ def conservative(inner: GradientTransformation) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, *, loss_fn=None, value=None, **extra):
         loss_fn = require_loss_fn(loss_fn, "conservative")
-        if params is None:
-            raise ValueError("conservative evaluates w ± update and needs params")
+        params = require_params(params, "conservative")
         delta, state = inner.update(updates, state, params, loss_fn=loss_fn, value=value, **extra)
         current = summed(value) if value is not None else summed(evaluate(loss_fn, params))
         with perturbed(loss_fn):  # trial points leave module state alone

@@ -10,7 +10,7 @@ from torch.func import jvp, vmap
 
 from infty_func.core import random
 from infty_func.core.base import GradientTransformation
-from infty_func.core.objective import require_loss_fn, total_loss
+from infty_func.core.objective import require_loss_fn, require_params, total_loss
 from infty_func.core.tree import tree_map
 
 __all__ = ["forward_gradient", "ForwardGradientState"]
@@ -51,8 +51,7 @@ def forward_gradient(seed: int = 0, n_tangents: int = 1) -> GradientTransformati
                 "ifn.optim.ZeroFlow(args={'inftyopt': 'forward_grad'})"
             )
         objective = total_loss(loss_fn)
-        if params is None:
-            raise ValueError("forward_gradient needs params: update(None, state, params, loss_fn=...)")
+        params = require_params(params, "forward_gradient")
         keys = torch.stack([random.fold_in(state.key, t) for t in range(n_tangents)])
         tangents = vmap(lambda k: random.normal_like(k, params))(keys)
 

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from infty_func.core import random
 from infty_func.core.base import GradientTransformation
-from infty_func.core.objective import evaluate, perturbed, require_loss_fn, summed
+from infty_func.core.objective import evaluate, perturbed, require_loss_fn, require_params, summed
 from infty_func.core.tree import PyTree, tree_flatten, tree_unflatten, tree_zeros_like, use_foreach
 from infty_func.zeroth_order.directions import Directions, leaf_sparsities, query_key
 
@@ -105,8 +105,7 @@ def zo_gradient(
     def update_fn(updates, state, params=None, *, loss_fn=None, value=None, **extra):
         del updates, extra
         loss_fn = require_loss_fn(loss_fn, "zo_gradient")
-        if params is None:
-            raise ValueError("zo_gradient perturbs the parameters and needs them: update(None, state, params, loss_fn=...)")
+        params = require_params(params, "zo_gradient")
         leaves, spec = tree_flatten(params)
         fractions = leaf_sparsities(sparsity, params, "zo_gradient")
         history_leaves = tree_flatten(state.history)[0] if history is not None else None

@@ -169,6 +169,14 @@ def test_an_unknown_length_model_name_is_refused(build, owner):
         build()
 
 
+def test_unigrad_fs_without_params_is_refused():
+    jac, _ = random_jacobian(2, 0)
+    params = {"weight": torch.zeros(3, 5, dtype=torch.float64), "bias": torch.zeros(5, dtype=torch.float64)}
+    tx = ifn.unigrad_fs()
+    with pytest.raises(ValueError, match="^unigrad_fs perturbs the parameters and needs them"):
+        tx.update(jac, tx.init(params), loss_fn=lambda p: torch.stack([p["bias"].sum()] * 2))
+
+
 def test_ogd_removes_the_stored_directions_and_skips_dependent_ones():
     params = {"w": torch.zeros(4, dtype=torch.float64)}
     tx = ifn.ogd(3)

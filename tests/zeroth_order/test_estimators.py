@@ -243,6 +243,18 @@ def test_missing_loss_fn_names_the_transform():
             transform.update(params, transform.init(params), params)
 
 
+def test_missing_params_names_the_transform():
+    params = {"w": torch.ones(2)}
+    loss_fn = lambda p: p["w"].sum()  # noqa: E731
+    for name, transform in [
+        ("zo_gradient", ifn.zo_gradient()),
+        ("forward_gradient", ifn.forward_gradient()),
+        ("conservative", ifn.conservative(ifn.sgd(0.1))),
+    ]:
+        with pytest.raises(ValueError, match=f"^{name} perturbs the parameters and needs them"):
+            transform.update(params, transform.init(params), loss_fn=loss_fn)
+
+
 def test_forward_gradient_through_a_closure_is_refused_with_advice():
     model = make_mlp()
     opt = ifn.optim.TransformOptimizer(model.named_parameters(), ifn.forward_grad(0.1))
