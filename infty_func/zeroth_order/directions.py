@@ -11,6 +11,7 @@ instead of storing ``z`` (MeZO, Malladi et al. 2023).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -73,7 +74,7 @@ class Directions:
         self.leaves = list(leaves)
         self.fractions = list(fractions)
         sizes = [leaf.numel() for leaf in self.leaves]
-        self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.offsets = list(itertools.accumulate(sizes, initial=0))[:-1]
         self.total = sum(sizes)
         # One stream holds 2**31 numbers: beyond that, each leaf draws from its own stream.
         self.per_leaf = self.total > (1 << 31)

@@ -28,8 +28,9 @@ class InPlaceEstimate:
     """The outcome of one in-place estimate: the projected differences per query, the
     probe losses and the next state; :meth:`leaf` rebuilds the estimate for one leaf."""
 
-    def __init__(self, projected, probe_outputs, state, config, parameters, directions, held=None):
+    def __init__(self, projected, probe_outputs, state, config, directions, held=None):
         self.projected = projected  # list of 0-d tensors, one per query
+        self._coefficients = [float(c) for c in projected]  # read once: no device sync per leaf
         self.probe_outputs = probe_outputs  # what evaluate() returned at the last query's +εz probe
         self.state = state  # the next ZOGradientState
         self._config = config
@@ -43,7 +44,7 @@ class InPlaceEstimate:
         cfg, q = self._config, len(self.projected)
         history_leaves = cfg["history_leaves"]
         out = None
-        for query, (directions, projected) in enumerate(zip(self._directions, self.projected)):
+        for query, (directions, coefficient) in enumerate(zip(self._directions, self._coefficients)):
             z = self._held[query][index].clone() if self._held is not None else directions.leaf(index)
             if history_leaves is not None:
                 if not (query == 0 and cfg["first_step"]):
@@ -51,7 +52,7 @@ class InPlaceEstimate:
                 history_leaves[index] = z
                 z = z.clone()  # the history keeps z; the estimate scales a copy
             # (c · z) · scale / q, in the reference's order (scale is ±1 or ±2: exact)
-            contribution = z.mul_(float(projected)).mul_(scale)
+            contribution = z.mul_(coefficient).mul_(scale)
             if q > 1:
                 contribution = contribution.div_(q)
             out = contribution if out is None else out.add_(contribution)
@@ -94,26 +95,26 @@ def estimate_in_place(
 
     held = [directions.all() for directions in all_directions] if hold else None
 
-    def shift(directions, scale):
+    def shift(query, scale):
         if held is not None:
-            torch._foreach_add_(list(parameters), held[all_directions.index(directions)], alpha=scale)
+            torch._foreach_add_(list(parameters), held[query], alpha=scale)
             return
         for index, p in enumerate(parameters):
-            directions.add_to_(index, p, scale)
+            all_directions[query].add_to_(index, p, scale)
 
     projected, probe_losses, probe_output = [], [], None
-    for directions in all_directions:
-        shift(directions, eps)
+    for query in range(q):
+        shift(query, eps)
         plus, output = evaluate()
         probe_output = output  # infty returns the last query's (logits, loss_list)
         if mode == "two_side":
-            shift(directions, -2 * eps)
+            shift(query, -2 * eps)
             minus, _ = evaluate()
-            shift(directions, eps)
+            shift(query, eps)
             difference = (plus - minus) / (2 * eps)
             probe_losses += [plus, minus]
         else:
-            shift(directions, -eps)
+            shift(query, -eps)
             minus, _ = evaluate()
             difference = (plus - minus) / eps
             probe_losses += [minus]
@@ -130,4 +131,4 @@ def estimate_in_place(
         "first_step": bool(state.count == 0),
     }
     next_state = ZOGradientState(random.next_key(state.key), state.count + 1, state.history, loss)
-    return InPlaceEstimate(projected, probe_output, next_state, config, list(parameters), all_directions, held)
+    return InPlaceEstimate(projected, probe_output, next_state, config, all_directions, held)
