@@ -108,7 +108,7 @@ def zo_gradient(
         params = require_params(params, "zo_gradient")
         leaves, spec = tree_flatten(params)
         fractions = leaf_sparsities(sparsity, params, "zo_gradient")
-        history_leaves = tree_flatten(state.history)[0] if history is not None else None
+        history_leaves, history_spec = tree_flatten(state.history) if history is not None else (None, None)
         if not two_sided:
             base = summed(value) if value is not None else summed(evaluate(loss_fn, params))
         directions = [Directions(query_key(state.key, query), leaves, fractions) for query in range(q)]
@@ -151,12 +151,12 @@ def zo_gradient(
             for i, w in enumerate(leaves):
                 z = direction(query, i)
                 if history_leaves is not None:
-                    first = state.count == 0 if query == 0 else torch.zeros((), dtype=torch.bool)
-                    z = torch.where(first, z, history * history_leaves[i] + (1 - history) * z)
+                    smoothed = history * history_leaves[i] + (1 - history) * z
+                    z = torch.where(state.count == 0, z, smoothed) if query == 0 else smoothed
                     history_leaves[i] = z
                 contribution = projected[query].to(w.dtype) * z / q
                 estimate[i] = contribution if query == 0 else estimate[i] + contribution
-        new_history = tree_unflatten(history_leaves, tree_flatten(state.history)[1]) if history is not None else ()
+        new_history = tree_unflatten(history_leaves, history_spec) if history is not None else ()
         if two_sided:
             mean_loss = torch.stack(probe_losses).mean()
         else:
