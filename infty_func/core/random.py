@@ -114,10 +114,6 @@ def _mix64_int(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def _as_signed64(z: int) -> int:
-    return z - (1 << 64) if z >= (1 << 63) else z
-
-
 def _host_key(k: Tensor) -> tuple[int, int] | None:
     """``(stream, counter)`` as Python ints for a plain CPU key; ``None`` otherwise."""
     if is_functorch_wrapped(k) or k.device.type != "cpu":
@@ -151,7 +147,7 @@ def fold_in(k: Tensor, data: int | Tensor) -> Tensor:
     if host is not None and (isinstance(data, int) or (isinstance(data, Tensor) and not is_functorch_wrapped(data))):
         value = int(data)
         stream = _mix64_int(_digest_int(*host) ^ _mix64_int(value + (_GOLDEN64 & _U64)))
-        return torch.tensor([_as_signed64(stream), 0], dtype=torch.int64)
+        return torch.tensor([_signed64(stream), 0], dtype=torch.int64)
     data = torch.as_tensor(data, dtype=torch.int64, device=k.device)
     stream = _mix64(_digest(k) ^ _mix64(data + _GOLDEN64))
     return torch.stack([stream, torch.zeros_like(stream)])
@@ -280,21 +276,33 @@ def _check_range(stop: int) -> None:
         )
 
 
+def _normal_chunks(k: Tensor, start: int, stop: int, dtype: torch.dtype, device, chunk: int):
+    """Elements ``start .. stop - 1`` of the normal stream of ``k``, at most ``chunk`` pairs
+    at a time: ``(offset, values)`` with ``values`` (in the working dtype) standing at
+    ``offset ..`` of the requested range."""
+    word_a, word_b = _words(k)
+    first_pair, end_pair = start // 2, (stop + 1) // 2
+    skip = start - 2 * first_pair  # 1 when start is odd: the first pair's cosine is not wanted
+    for p0 in range(first_pair, end_pair, chunk):
+        values = _pair_outputs(word_a, word_b, p0, min(p0 + chunk, end_pair), dtype, device)
+        lo = 2 * (p0 - first_pair) - skip  # may be -1
+        cut = max(0, -lo)
+        yield lo + cut, values[cut : min(stop - start, lo + values.shape[0]) - lo]
+
+
 def _normal_flat(k: Tensor, start: int, stop: int, dtype: torch.dtype, device, chunk: int = _CHUNK) -> Tensor:
     """Elements ``start .. stop - 1`` of the normal stream of ``k``."""
     _check_key(k)
     _check_range(stop)
-    word_a, word_b = _words(k)
-    first_pair, end_pair = start // 2, (stop + 1) // 2
-    skip = start - 2 * first_pair
     if is_functorch_wrapped(k):
-        values = _pair_outputs(word_a, word_b, first_pair, end_pair, dtype, device)[skip : skip + (stop - start)]
+        first_pair, end_pair = start // 2, (stop + 1) // 2
+        skip = start - 2 * first_pair
+        values = _pair_outputs(*_words(k), first_pair, end_pair, dtype, device)[skip : skip + (stop - start)]
         return values.to(dtype)
-    out = torch.empty(2 * (end_pair - first_pair), dtype=_working(dtype), device=device)
-    for p0 in range(first_pair, end_pair, chunk):
-        p1 = min(p0 + chunk, end_pair)
-        out[2 * (p0 - first_pair) : 2 * (p1 - first_pair)] = _pair_outputs(word_a, word_b, p0, p1, dtype, device)
-    return out[skip : skip + (stop - start)].to(dtype)
+    out = torch.empty(stop - start, dtype=_working(dtype), device=device)
+    for offset, values in _normal_chunks(k, start, stop, dtype, device, chunk):
+        out[offset : offset + values.shape[0]] = values
+    return out.to(dtype)
 
 
 def normal(
@@ -325,18 +333,9 @@ def add_normal_(tensor: Tensor, k: Tensor, alpha: float = 1.0, start: int = 0) -
         values = normal_slice(k, start, start + tensor.numel(), tensor.dtype, tensor.device)
         return tensor.add_(values.reshape(tensor.shape), alpha=alpha)
     _check_range(start + tensor.numel())
-    word_a, word_b = _words(k)
     flat = tensor.view(-1)
-    stop = start + flat.shape[0]
-    first_pair, end_pair = start // 2, (stop + 1) // 2
-    skip = start - 2 * first_pair
-    for p0 in range(first_pair, end_pair, _LEAN_CHUNK):
-        p1 = min(p0 + _LEAN_CHUNK, end_pair)
-        values = _pair_outputs(word_a, word_b, p0, p1, tensor.dtype, tensor.device).to(tensor.dtype)
-        lo = 2 * (p0 - first_pair) - skip  # position of values[0] in flat (may be -1)
-        cut = max(0, -lo)
-        hi = min(flat.shape[0], lo + values.shape[0])
-        flat[lo + cut : hi].add_(values[cut : cut + hi - lo - cut], alpha=alpha)
+    for offset, values in _normal_chunks(k, start, start + flat.shape[0], tensor.dtype, tensor.device, _LEAN_CHUNK):
+        flat[offset : offset + values.shape[0]].add_(values.to(tensor.dtype), alpha=alpha)
     return tensor
 
 
