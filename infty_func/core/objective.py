@@ -12,7 +12,7 @@ builds such objects from closures), :func:`value_and_grad` calls it instead of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -34,6 +34,7 @@ __all__ = [
     "perturbed",
     "require_loss_fn",
     "require_params",
+    "autograd_derivative",
     "LOOP_JACOBIAN_BELOW",
 ]
 
@@ -142,6 +143,38 @@ def _inside_functorch() -> bool:
     return _functorch.peek_interpreter_stack() is not None
 
 
+def autograd_derivative(value: Tensor, inputs: Sequence[Tensor]) -> list[Tensor | None]:
+    """``∂value/∂inputs`` by plain autograd, from ``value``'s live graph: the gradient for a
+    scalar; for a 1-D tensor of ``m`` losses, the ``m`` rows stacked on a leading axis (one
+    batched backward, ``is_grads_batched``, or a loop where an op has no batching rule).
+    ``None`` for an input that does not require grad or that ``value`` does not reach."""
+    wrt = [x for x in inputs if x.requires_grad]
+
+    def spread(found):
+        found = iter(found)
+        return [next(found) if x.requires_grad else None for x in inputs]
+
+    if not (value.requires_grad and wrt):
+        return [None] * len(inputs)
+    if value.dim() == 0:
+        return spread(torch.autograd.grad(value, wrt, allow_unused=True))
+    m = value.shape[0]
+    basis = torch.eye(m, dtype=value.dtype, device=value.device)
+    if m >= 2:
+        # All m pullbacks in one batched backward (autograd's vmap): as fast as a loop at
+        # m = 2 and faster beyond, and its rows come out already stacked.
+        try:
+            return spread(torch.autograd.grad(value, wrt, basis, is_grads_batched=True, allow_unused=True))
+        except RuntimeError:  # an op without a batching rule: loop instead
+            pass
+    rows = [spread(torch.autograd.grad(value, wrt, basis[i], retain_graph=i < m - 1, allow_unused=True)) for i in range(m)]
+    columns = []
+    for x, column in zip(inputs, zip(*rows)):
+        reached = any(g is not None for g in column)
+        columns.append(torch.stack([torch.zeros_like(x) if g is None else g for g in column]) if reached else None)
+    return columns
+
+
 def _autograd_value_and_derivative(loss_fn: Callable, params: PyTree, has_aux: bool | None = None):
     """Plain-autograd twin of the ``torch.func`` path, used outside every transform.
 
@@ -157,42 +190,12 @@ def _autograd_value_and_derivative(loss_fn: Callable, params: PyTree, has_aux: b
         value, box = _with_aux(loss_fn, has_aux)(tree_unflatten(inputs, spec))
         if value.dim() > 1:
             raise ValueError(f"loss_fn must return a scalar or a 1-D tensor of losses, got shape {tuple(value.shape)}")
-        wrt = [x for x in inputs if x.requires_grad]
+        derivative = autograd_derivative(value, inputs)
 
-        def pullback(cotangent, retain):
-            """Gradients for every input, zeros where the loss does not reach it."""
-            found = iter(
-                torch.autograd.grad(value, wrt, cotangent, retain_graph=retain, allow_unused=True)
-                if value.requires_grad
-                else [None] * len(wrt)
-            )
-            grads = [next(found) if x.requires_grad else None for x in inputs]
-            return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+    def zeros(x):  # for an input the loss does not reach
+        return torch.zeros_like(x) if value.dim() == 0 else torch.zeros((value.shape[0], *x.shape), dtype=x.dtype, device=x.device)
 
-        if value.dim() == 0:
-            derivative = pullback(None, False)
-        else:
-            m = value.shape[0]
-            basis = torch.eye(m, dtype=value.dtype, device=value.device)
-            derivative = None
-            if m >= 2 and value.requires_grad:
-                # All m pullbacks in one batched backward (autograd's vmap): as fast as a
-                # loop at m = 2 and faster beyond, and its rows come out already stacked.
-                try:
-                    found = torch.autograd.grad(value, wrt, basis, is_grads_batched=True, allow_unused=True)
-                    columns = iter(found)
-                    derivative = [
-                        (next(columns) if x.requires_grad else None) for x in inputs
-                    ]
-                    derivative = [
-                        torch.zeros((m, *x.shape), dtype=x.dtype, device=x.device) if d is None else d
-                        for x, d in zip(inputs, derivative)
-                    ]
-                except RuntimeError:  # an op without a batching rule: loop instead
-                    derivative = None
-            if derivative is None:
-                rows = [pullback(basis[i], i < m - 1) for i in range(m)]
-                derivative = [torch.stack(column) for column in zip(*rows)]
+    derivative = [zeros(x) if d is None else d for x, d in zip(inputs, derivative)]
     return value.detach(), tree_map(torch.Tensor.detach, box), tree_unflatten(derivative, spec)
 
 
