@@ -17,25 +17,14 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
 from infty_func.core.tree import tree_leaves
 from infty_func.geometry import c_flat, gam, gsam, looksam, sam
 from infty_func.optim.closure_objective import ClosureObjective
-from infty_func.optim.infty_shell import InftyShell, check_args, restored, saved_leaves, stacked_losses
+from infty_func.optim.infty_shell import InftyShell, check_args, closure_total_loss, restored, saved_leaves
 
 __all__ = ["SAM", "GSAM", "GAM", "LookSAM", "C_Flat", "InftyGeometryOptimizer"]
-
-
-def _total_loss(output: Any) -> Tensor:
-    """The summed loss of an INFTY closure's ``(logits, loss_list)``."""
-    if not (isinstance(output, tuple) and len(output) == 2):
-        raise TypeError(
-            "an INFTY closure returns (logits, loss_list); got "
-            f"{type(output).__name__}{'' if not isinstance(output, tuple) else f' of length {len(output)}'}"
-        )
-    return stacked_losses(output[1]).sum()
 
 
 class InftyGeometryOptimizer(InftyShell, torch.optim.Optimizer):
@@ -99,7 +88,7 @@ class InftyGeometryOptimizer(InftyShell, torch.optim.Optimizer):
             self.zero_grad()
             with torch.enable_grad():
                 output = loss_fn()
-                total = _total_loss(output)
+                total = closure_total_loss(output)
             total.backward()
             return output
 
@@ -114,7 +103,7 @@ class InftyGeometryOptimizer(InftyShell, torch.optim.Optimizer):
         with self._maybe_no_sync():
             logits, loss_list = get_grad()
             had_grad = [p.grad is not None for p in parameters]
-            objective = ClosureObjective(get_grad, self._names(), parameters, model=self.model, loss_of=_total_loss)
+            objective = ClosureObjective(get_grad, self._names(), parameters, model=self.model, loss_of=closure_total_loss)
             with torch.no_grad():
                 grads = {
                     name: (p.grad if p.grad is not None else torch.zeros_like(p)) for name, p in zip(self._names(), parameters)
@@ -124,7 +113,7 @@ class InftyGeometryOptimizer(InftyShell, torch.optim.Optimizer):
                     self.transform_state,
                     self._params_tree(),
                     loss_fn=objective,
-                    value=_total_loss((logits, loss_list)).detach(),
+                    value=closure_total_loss((logits, loss_list)).detach(),
                 )
                 for p, has, new in zip(parameters, had_grad, tree_leaves(updates)):
                     if has:

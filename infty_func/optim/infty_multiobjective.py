@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.objective import LOOP_JACOBIAN_BELOW, summed
+from infty_func.core.objective import autograd_derivative
 from infty_func.core.tree import tree_flatten, tree_leaves, tree_unflatten
 from infty_func.multiobjective.cagrad import cagrad
 from infty_func.multiobjective.diagnostics import conflict_diagnostics
@@ -28,7 +28,7 @@ from infty_func.multiobjective.jacobian import combine, gramian
 from infty_func.multiobjective.ogd import OGDState, ogd, ogd_add_directions
 from infty_func.multiobjective.pcgrad import pcgrad, pcgrad_weights
 from infty_func.optim.closure_objective import ClosureObjective
-from infty_func.optim.infty_shell import InftyShell, check_args, restored, saved_leaves, stacked_losses
+from infty_func.optim.infty_shell import InftyShell, check_args, closure_total_loss, restored, saved_leaves, stacked_losses
 
 __all__ = ["InftyMultiObjectiveOptimizer", "PCGrad", "CAGrad", "GradVac", "OGD", "UniGrad_FS"]
 
@@ -39,6 +39,11 @@ def _granularity(utype: str) -> str:
     if utype in ("layer-wise", "layer"):
         return "layer"
     raise ValueError(f"utype must be 'model-wise' or 'layer-wise', got {utype!r}")
+
+
+def _zero_filled(columns: list, parameters: list, m: int) -> list:
+    """Jacobian columns, ``m`` rows of zeros where the losses do not reach a parameter."""
+    return [torch.zeros((m, *p.shape), dtype=p.dtype, device=p.device) if c is None else c for p, c in zip(parameters, columns)]
 
 
 def _mean_pairwise_cosine(diagnostics) -> Tensor | None:
@@ -161,41 +166,16 @@ class InftyMultiObjectiveOptimizer(InftyShell, torch.optim.Optimizer):
     def _gradients(self, output, parameters) -> list:
         """``∂output/∂p`` for each parameter (zeros where it does not reach), remembering
         which ones it reached."""
-        wrt = [p for p in parameters if p.requires_grad]
-        found = iter(torch.autograd.grad(output, wrt, allow_unused=True) if wrt else ())
-        grads = [next(found) if p.requires_grad else None for p in parameters]
+        grads = autograd_derivative(output, parameters)
         self._reached = [g is not None for g in grads]
         return [torch.zeros_like(p) if g is None else g for p, g in zip(parameters, grads)]
 
     def _jacobian(self, loss_list, parameters) -> dict:
         """One row per loss: the pullbacks of a single forward pass."""
-        losses = list(loss_list) if isinstance(loss_list, (list, tuple)) else list(loss_list.reshape(-1))
-        wrt = [p for p in parameters if p.requires_grad]
-        if len(losses) >= LOOP_JACOBIAN_BELOW:
-            try:  # all pullbacks in one batched backward
-                stacked = torch.stack(losses)
-                basis = torch.eye(len(losses), dtype=stacked.dtype, device=stacked.device)
-                found = iter(torch.autograd.grad(stacked, wrt, basis, is_grads_batched=True, allow_unused=True))
-                columns = [next(found) if p.requires_grad else None for p in parameters]
-                self._reached = [c is not None for c in columns]
-                columns = [
-                    torch.zeros((len(losses), *p.shape), dtype=p.dtype, device=p.device) if c is None else c
-                    for p, c in zip(parameters, columns)
-                ]
-                return dict(zip(self._names(), columns))
-            except RuntimeError:
-                pass
-        rows = []
-        for index, loss in enumerate(losses):
-            grads = torch.autograd.grad(loss, wrt, retain_graph=index < len(losses) - 1, allow_unused=True)
-            found = iter(grads)
-            rows.append([(next(found) if p.requires_grad else None) for p in parameters])
-        self._reached = [any(row[i] is not None for row in rows) for i in range(len(parameters))]
-        columns = []
-        for position, p in enumerate(parameters):
-            column = [row[position] if row[position] is not None else torch.zeros_like(p) for row in rows]
-            columns.append(torch.stack(column))
-        return dict(zip(self._names(), columns))
+        losses = stacked_losses(loss_list)
+        columns = autograd_derivative(losses, parameters)
+        self._reached = [c is not None for c in columns]
+        return dict(zip(self._names(), _zero_filled(columns, parameters, losses.shape[0])))
 
     def _record(self) -> None:
         diagnostics = getattr(self.transform_state, "diagnostics", None)
@@ -274,38 +254,21 @@ class GradVac(InftyMultiObjectiveOptimizer):
         return out
 
 
-class _ClosureJacobian:
-    """``loss_fn`` for UniGrad-FS from an INFTY closure: its ``jacobian(params)`` swaps the
-    module's parameter data for ``params``, runs the closure and takes one pullback per
-    loss; ``perturbed()`` freezes batch-norm statistics."""
+class _ClosureJacobian(ClosureObjective):
+    """``loss_fn`` for UniGrad-FS from an INFTY closure: ``jacobian(params)`` runs the
+    closure with the module's parameter data swapped for ``params`` and takes one pullback
+    per loss, keeping the closure's outputs; ``perturbed()`` freezes batch-norm statistics."""
 
     def __init__(self, forward, names, parameters, model):
-        self.forward = forward
-        self.inner = ClosureObjective(forward, names, parameters, model=model, loss_of=lambda out: torch.stack(list(out[1])).sum())
-        self.names = names
-        self.parameters = parameters
+        super().__init__(forward, names, parameters, model=model, loss_of=closure_total_loss)
         self.outputs = None
 
-    def __call__(self, params):
-        return self.inner(params)
-
-    def perturbed(self):
-        return self.inner.perturbed()
-
     def jacobian(self, params):
-        with self.inner._at(params), torch.enable_grad():
-            logits, loss_list = self.forward()
-            self.outputs = (logits, loss_list)
-            values = stacked_losses(loss_list).detach()
-            rows = []
-            wrt = [p for p in self.parameters if p.requires_grad]
-            for index, loss in enumerate(loss_list):
-                found = iter(torch.autograd.grad(loss, wrt, retain_graph=index < len(loss_list) - 1, allow_unused=True))
-                grads = [next(found) if p.requires_grad else None for p in self.parameters]
-                rows.append([torch.zeros_like(p) if g is None else g for p, g in zip(self.parameters, grads)])
-
-        jac = {name: torch.stack([row[i] for row in rows]) for i, name in enumerate(self.names)}
-        return values, jac
+        with self._at(params), torch.enable_grad():
+            self.outputs = self.closure()
+            losses = stacked_losses(self.outputs[1])
+            columns = autograd_derivative(losses, self.parameters)
+        return losses.detach(), dict(zip(self.names, _zero_filled(columns, self.parameters, losses.shape[0])))
 
 
 class UniGrad_FS(InftyMultiObjectiveOptimizer):  # noqa: N801 (INFTY's name)
@@ -341,18 +304,15 @@ class UniGrad_FS(InftyMultiObjectiveOptimizer):  # noqa: N801 (INFTY's name)
         with torch.enable_grad():
             logits, loss_list = forward()
         self._ensure_state(len(loss_list))
+        if self.task_id != 0 and len(loss_list) != 2:
+            raise ValueError(f"UniGrad_FS needs exactly 2 losses (old task, new task) after the first task, got {len(loss_list)}")
+        grads = self._gradients(stacked_losses(loss_list).sum(), parameters)
         if self.task_id == 0:
-            grads = self._gradients(summed(torch.stack(list(loss_list))), parameters)
             with torch.no_grad():
                 self._write_grads(parameters, grads)
         else:
-            if len(loss_list) != 2:
-                raise ValueError(
-                    f"UniGrad_FS needs exactly 2 losses (old task, new task) after the first task, got {len(loss_list)}"
-                )
             # UniGrad-FS only needs the summed gradient at w: one backward, handed over as two
             # rows that sum to it (the aggregation happens at the perturbed point).
-            grads = self._gradients(summed(torch.stack(list(loss_list))), parameters)
             jacobian = {name: torch.stack([g, torch.zeros_like(g)]) for name, g in zip(self._names(), grads)}
             objective = _ClosureJacobian(forward, self._names(), parameters, self.model)
             with torch.no_grad():
@@ -404,7 +364,7 @@ class OGD(InftyMultiObjectiveOptimizer):
         parameters = self._parameters()
         with torch.enable_grad():
             logits, loss_list = forward()
-            grads = self._gradients(summed(torch.stack(list(loss_list))), parameters)
+            grads = self._gradients(stacked_losses(loss_list).sum(), parameters)
         self._ensure_state(len(loss_list))
         gradient = dict(zip(self._names(), grads))
         with torch.no_grad():

@@ -12,7 +12,7 @@ import torch
 
 from infty_func.core.tree import PyTree, tree_flatten, tree_leaves, tree_unflatten
 
-__all__ = ["InftyShell", "check_args", "stacked_losses", "saved_leaves", "restored"]
+__all__ = ["InftyShell", "check_args", "stacked_losses", "closure_total_loss", "saved_leaves", "restored"]
 
 
 def check_args(owner: str, args: dict | None, known: Iterable[str]) -> None:
@@ -29,6 +29,16 @@ def stacked_losses(loss_list) -> torch.Tensor:
     if isinstance(loss_list, (list, tuple)):
         return torch.stack([torch.as_tensor(v) for v in loss_list])
     return loss_list.reshape(-1)
+
+
+def closure_total_loss(output: Any) -> torch.Tensor:
+    """The summed loss of an INFTY closure's ``(logits, loss_list)``."""
+    if not (isinstance(output, tuple) and len(output) == 2):
+        raise TypeError(
+            "an INFTY closure returns (logits, loss_list); got "
+            f"{type(output).__name__}{'' if not isinstance(output, tuple) else f' of length {len(output)}'}"
+        )
+    return stacked_losses(output[1]).sum()
 
 
 def saved_leaves(state: PyTree) -> list:
