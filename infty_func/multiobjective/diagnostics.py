@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["ConflictDiagnostics", "conflict_diagnostics", "empty_diagnostics"]
+__all__ = ["ConflictDiagnostics", "conflict_diagnostics", "empty_diagnostics", "mean_pairwise_cosine"]
 
 _TINY = 1e-30
 
@@ -46,3 +46,11 @@ def _update_cosine(gains: Tensor, norms: Tensor, update_norm: Tensor) -> Tensor:
     denominator = norms * update_norm
     vanishing = denominator <= 1e-12 * norms.max().clamp_min(_TINY) ** 2
     return torch.where(vanishing, torch.zeros_like(gains), gains / denominator.clamp_min(_TINY)).clamp(-1.0, 1.0)
+
+
+def mean_pairwise_cosine(cosine: Tensor) -> Tensor:
+    """The mean off-diagonal entry of ``cosine`` (``[..., m, m]``, m ≥ 2): ``cos(g₁, g₂)``
+    for two objectives, and INFTY's ``sim_list`` entry for any m."""
+    m = cosine.shape[-1]
+    off_diagonal = cosine.sum((-2, -1)) - torch.diagonal(cosine, dim1=-2, dim2=-1).sum(-1)
+    return off_diagonal / (m * (m - 1))

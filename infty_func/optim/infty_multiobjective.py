@@ -22,7 +22,7 @@ from infty_func.core.base import GradientTransformation
 from infty_func.core.objective import autograd_derivative
 from infty_func.core.tree import tree_flatten, tree_leaves, tree_unflatten
 from infty_func.multiobjective.cagrad import cagrad
-from infty_func.multiobjective.diagnostics import conflict_diagnostics
+from infty_func.multiobjective.diagnostics import conflict_diagnostics, mean_pairwise_cosine
 from infty_func.multiobjective.gradvac import gradvac
 from infty_func.multiobjective.jacobian import combine, gramian
 from infty_func.multiobjective.ogd import OGDState, ogd, ogd_add_directions
@@ -49,11 +49,7 @@ def _zero_filled(columns: list, parameters: list, m: int) -> list:
 def _mean_pairwise_cosine(diagnostics) -> Tensor | None:
     if not isinstance(diagnostics, tuple) or not hasattr(diagnostics, "cosine"):
         return None
-    cosine = diagnostics.cosine
-    m = cosine.shape[0]
-    if m < 2:
-        return None
-    return (cosine.sum() - torch.diagonal(cosine).sum()) / (m * (m - 1))
+    return mean_pairwise_cosine(diagnostics.cosine) if diagnostics.cosine.shape[-1] >= 2 else None
 
 
 class InftyMultiObjectiveOptimizer(InftyShell, torch.optim.Optimizer):

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from infty_func.multiobjective.diagnostics import ConflictDiagnostics
+from infty_func.multiobjective.diagnostics import ConflictDiagnostics, mean_pairwise_cosine
 from infty_func.plot.metrics import conflict_metrics
 from infty_func.plot.output import check_dpi, new_figure, output_folder, save_figure, write_json
 
@@ -18,23 +18,17 @@ __all__ = ["visualize_conflicts", "similarity_curves"]
 
 
 def _before(cosine: Tensor) -> Tensor:
-    """``cos(g₁, g₂)`` for two objectives, the mean off-diagonal cosine for more
-    (INFTY's ``sim_list`` entry); ``cosine`` is ``[..., m, m]``."""
-    m = cosine.shape[-1]
-    if m < 2:
+    """The mean pairwise cosine per step; ``cosine`` is ``[..., m, m]``."""
+    if cosine.shape[-1] < 2:
         raise ValueError("conflict curves need at least 2 objectives; these diagnostics have 1")
-    off_diagonal = cosine.sum((-2, -1)) - torch.diagonal(cosine, dim1=-2, dim2=-1).sum(-1)
-    return off_diagonal / (m * (m - 1))
+    return mean_pairwise_cosine(cosine)
 
 
 def _worst(found: ConflictDiagnostics) -> Tensor:
-    """``min_i cos(gᵢ, d)`` per step (diagnostics stacked over steps). A vanishing update
-    (``‖d‖ ≤ 1e−12 maxᵢ ‖gᵢ‖``, e.g. PCGrad on exactly opposed gradients) changes no loss
-    to first order and counts as 0: the diagnostics' ratio ``⟨gᵢ, d⟩ / (‖gᵢ‖ ‖d‖)`` is
-    then rounding error over a clamped zero. Clamped to ``[−1, 1]``."""
-    update = found.update_cosine.to(torch.float64).min(-1).values
-    vanishing = found.update_norm.to(torch.float64) <= 1e-12 * found.norms.to(torch.float64).amax(-1)
-    return torch.where(vanishing, torch.zeros_like(update), update).clamp(-1.0, 1.0)
+    """``min_i cos(gᵢ, d)`` per step (diagnostics stacked over steps). The diagnostics
+    already count a vanishing update (e.g. PCGrad on exactly opposed gradients) as 0 and
+    clamp to ``[−1, 1]``."""
+    return found.update_cosine.to(torch.float64).min(-1).values
 
 
 def _diagnostics_of(item: Any) -> ConflictDiagnostics | None:
