@@ -71,6 +71,14 @@ def assert_checkpoint_resumes(
     model = make_mlp()
     opt = build(model)
     train(opt, model, batches[:split])
+    resumed, resumed_opt = resumed_copy(model, opt, build)
+    train(resumed_opt, resumed, batches[split:])
+    assert_same_parameters(uninterrupted, resumed)
+
+
+def resumed_copy(model: nn.Module, opt, build: Callable[[nn.Module], torch.optim.Optimizer]):
+    """A fresh test MLP and optimizer (``build(model)``) loaded from a ``torch.save`` of
+    ``model``'s and ``opt``'s state dicts."""
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
     buffer.seek(0)
@@ -79,6 +87,10 @@ def assert_checkpoint_resumes(
     resumed.load_state_dict(saved["model"])
     resumed_opt = build(resumed)
     resumed_opt.load_state_dict(saved["opt"])
-    train(resumed_opt, resumed, batches[split:])
-    for key, value in params_of(uninterrupted).items():
-        assert torch.equal(value, params_of(resumed)[key]), key
+    return resumed, resumed_opt
+
+
+def assert_same_parameters(expected: nn.Module, actual: nn.Module) -> None:
+    """Bit for bit."""
+    for key, value in params_of(expected).items():
+        assert torch.equal(value, params_of(actual)[key]), key

@@ -21,8 +21,9 @@ import torch
 from infty_func.core.base import GradientTransformation
 from infty_func.core.tree import tree_leaves
 from infty_func.geometry import c_flat, gam, gsam, looksam, sam
+from infty_func.optim.checkpoint import restored, saved_leaves
 from infty_func.optim.closure_objective import ClosureObjective
-from infty_func.optim.infty_shell import InftyShell, check_args, closure_total_loss, restored, saved_leaves
+from infty_func.optim.infty_shell import InftyShell, check_args, closure_total_loss
 
 __all__ = ["SAM", "GSAM", "GAM", "LookSAM", "C_Flat", "InftyGeometryOptimizer"]
 

@@ -27,8 +27,9 @@ from infty_func.multiobjective.gradvac import gradvac
 from infty_func.multiobjective.jacobian import combine, gramian
 from infty_func.multiobjective.ogd import OGDState, ogd, ogd_add_directions
 from infty_func.multiobjective.pcgrad import pcgrad, pcgrad_weights
+from infty_func.optim.checkpoint import restored, saved_leaves
 from infty_func.optim.closure_objective import ClosureObjective
-from infty_func.optim.infty_shell import InftyShell, check_args, closure_total_loss, restored, saved_leaves, stacked_losses
+from infty_func.optim.infty_shell import InftyShell, check_args, closure_total_loss, stacked_losses
 
 __all__ = ["InftyMultiObjectiveOptimizer", "PCGrad", "CAGrad", "GradVac", "OGD", "UniGrad_FS"]
 

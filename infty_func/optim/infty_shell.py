@@ -1,7 +1,6 @@
 """What every INFTY-compatible class shares: the ``args`` check, a closure's ``loss_list``
-as one tensor, the base optimizer's ``zero_grad``/``delay_step``, INFTY's no-op
-``post_process``, and checkpoints of a functional state next to the base optimizer's state
-dict."""
+as one tensor, the base optimizer's ``zero_grad``/``delay_step`` and INFTY's no-op
+``post_process``."""
 
 from __future__ import annotations
 
@@ -10,9 +9,7 @@ from typing import Any
 
 import torch
 
-from infty_func.core.tree import PyTree, tree_flatten, tree_leaves, tree_unflatten
-
-__all__ = ["InftyShell", "check_args", "stacked_losses", "closure_total_loss", "saved_leaves", "restored"]
+__all__ = ["InftyShell", "check_args", "stacked_losses", "closure_total_loss"]
 
 
 def check_args(owner: str, args: dict | None, known: Iterable[str]) -> None:
@@ -39,20 +36,6 @@ def closure_total_loss(output: Any) -> torch.Tensor:
             f"{type(output).__name__}{'' if not isinstance(output, tuple) else f' of length {len(output)}'}"
         )
     return stacked_losses(output[1]).sum()
-
-
-def saved_leaves(state: PyTree) -> list:
-    """The state's tensors, cloned, for a state dict (``torch.load(weights_only=True)``
-    reads them back)."""
-    return [leaf.clone() for leaf in tree_leaves(state)]
-
-
-def restored(state: PyTree, saved: list, owner: str) -> PyTree:
-    """``state``'s structure with ``saved``'s values, on ``state``'s devices and dtypes."""
-    leaves, spec = tree_flatten(state)
-    if len(saved) != len(leaves):
-        raise ValueError(f"the saved state has {len(saved)} tensors, {owner}'s state {len(leaves)}")
-    return tree_unflatten([new.to(device=old.device, dtype=old.dtype).clone() for old, new in zip(leaves, saved)], spec)
 
 
 class InftyShell:

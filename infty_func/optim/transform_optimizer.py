@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.tree import tree_flatten, tree_get, tree_get_all, tree_leaves, tree_set, tree_unflatten
+from infty_func.core.tree import tree_get, tree_get_all, tree_leaves, tree_set
+from infty_func.optim.checkpoint import restored, saved_leaves
 from infty_func.optim.closure_objective import ClosureObjective
 
 __all__ = ["TransformOptimizer"]
@@ -126,30 +127,26 @@ class TransformOptimizer(torch.optim.Optimizer):
 
     # -- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict:
-        leaves = tree_leaves(self.transform_state)
         group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
         group["params"] = list(range(len(self._names)))
         group["names"] = list(self._names)
         return {
-            "state": {"transform": [leaf.clone() for leaf in leaves]},
+            "state": {"transform": saved_leaves(self.transform_state)},
             "param_groups": [group],
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
-        leaves, spec = tree_flatten(self.transform_state)
-        saved = state_dict["state"]["transform"]
-        if len(saved) != len(leaves):
-            raise ValueError(
-                f"the saved state has {len(saved)} tensors, this transform's state {len(leaves)}; "
-                "was it saved from the same transform? (an aggregator built without m= adds its "
-                "diagnostics at the first step: build it with m= to checkpoint before stepping)"
-            )
-        for index, (old, new) in enumerate(zip(leaves, saved)):
+        state = restored(
+            self.transform_state,
+            state_dict["state"]["transform"],
+            "this transform",
+            "; was it saved from the same transform? (an aggregator built without m= adds its "
+            "diagnostics at the first step: build it with m= to checkpoint before stepping)",
+        )
+        for index, (old, new) in enumerate(zip(tree_leaves(self.transform_state), tree_leaves(state))):
             if old.shape != new.shape:
                 raise ValueError(f"saved state tensor {index} has shape {tuple(new.shape)}, expected {tuple(old.shape)}")
-        self.transform_state = tree_unflatten(
-            [new.to(device=old.device, dtype=old.dtype).clone() for old, new in zip(leaves, saved)], spec
-        )
+        self.transform_state = state
         group = state_dict["param_groups"][0]
         for key, value in group.items():
             if key not in ("params", "names"):

@@ -24,7 +24,8 @@ from torch.func import jvp
 
 from infty_func.core import random
 from infty_func.core.tree import tree_leaves
-from infty_func.optim.infty_shell import InftyShell, check_args, restored, saved_leaves, stacked_losses
+from infty_func.optim.checkpoint import restored, saved_leaves
+from infty_func.optim.infty_shell import InftyShell, check_args, stacked_losses
 from infty_func.zeroth_order.aliases import decays_weight
 from infty_func.zeroth_order.in_place import estimate_in_place
 from infty_func.zeroth_order.spsa import MODES, zo_gradient

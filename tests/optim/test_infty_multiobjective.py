@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import infty_func as ifn
-from tests.adapter_runs import assert_checkpoint_resumes, infty_two_task_run
+from tests.adapter_runs import assert_checkpoint_resumes, assert_same_parameters, infty_two_task_run, resumed_copy
 from tests.conftest import make_batches, make_mlp
 
 CLASSES = {
@@ -32,6 +32,48 @@ def test_state_dict_resumes_bit_identically(name):
     assert_checkpoint_resumes(
         lambda model: build(name, model), infty_two_task_run, make_batches(16, seed=9), split=8, start=lambda: random.seed(0)
     )
+
+
+class IndexedBatches(torch.utils.data.Dataset):
+    """Items ``(index, x, y)``, as INFTY's OGD reads them."""
+
+    def __init__(self):
+        self.items = [(x[i], y[i]) for x, y in make_batches(2, seed=4, batch=10) for i in range(10)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return (index, *self.items[index])
+
+
+def test_ogd_resumes_bit_identically_after_its_basis_grew():
+    loader = torch.utils.data.DataLoader(IndexedBatches(), batch_size=5)
+    batches = make_batches(8)
+
+    def build_ogd(model):
+        return ifn.optim.OGD(
+            model.parameters(), torch.optim.SGD(model.parameters(), lr=0.1), model, args={"num_sample_per_task": 3}
+        )
+
+    def run(opt, model, part, task_ends=()):
+        for index, (x, y) in enumerate(part):
+            if index in task_ends:
+                opt.post_process(loader)
+                opt.task_id += 1
+            opt.set_closure(lambda x=x, y=y: (model(x), [nn.functional.cross_entropy(model(x), y)]))
+            opt.step()
+
+    uninterrupted = make_mlp()
+    run(build_ogd(uninterrupted), uninterrupted, batches, task_ends=(1, 3))
+    model = make_mlp()
+    opt = build_ogd(model)
+    run(opt, model, batches[:5], task_ends=(1, 3))
+    assert opt.ogd_basis.shape[1] == 6  # two tasks of 3 samples: grown past the initial capacity 3
+    resumed, resumed_opt = resumed_copy(model, opt, build_ogd)
+    resumed_opt.task_id = opt.task_id  # INFTY's attribute, set by the training loop
+    run(resumed_opt, resumed, batches[5:])
+    assert_same_parameters(uninterrupted, resumed)
 
 
 @pytest.mark.parametrize("name", ["PCGrad", "CAGrad", "GradVac", "UniGrad_FS"])

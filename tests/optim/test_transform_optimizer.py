@@ -154,3 +154,11 @@ def test_load_state_dict_from_another_transform_is_refused():
     other = ifn.optim.TransformOptimizer(model.named_parameters(), ifn.sgd(0.1, momentum=0.9))
     with pytest.raises(ValueError, match="same transform"):
         other.load_state_dict(saved)
+
+
+def test_load_state_dict_with_other_shapes_is_refused():
+    saved = ifn.optim.TransformOptimizer(make_mlp().named_parameters(), ifn.adam(0.1)).state_dict()
+    wider = make_mlp(sizes=(6, 20, 4))
+    with pytest.raises(ValueError, match=r"saved state tensor \d+ has shape \(16, 6\), expected \(20, 6\)"):
+        ifn.optim.TransformOptimizer(wider.named_parameters(), ifn.adam(0.1)).load_state_dict(saved)
+
