@@ -5,7 +5,37 @@ from __future__ import annotations
 
 import argparse
 
-from infty_func.plot.command import add_plot_command, run_plot_command
+
+def add_plot_command(commands) -> None:
+    """Register the ``plot`` subcommand on an ``argparse`` subparsers object (here, so that
+    parsing arguments does not import matplotlib)."""
+    plot = commands.add_parser("plot", help="loss landscape, Hessian spectrum or toy trajectories as PNG/PDF + JSON")
+    kinds = plot.add_subparsers(dest="kind", required=True)
+    for kind, text in (("landscape", "loss surface of the demo MLP"), ("esd", "Hessian spectral density of the demo MLP")):
+        sub = kinds.add_parser(kind, help=text)
+        sub.add_argument("--out", default="workdirs/plots", help="folder; files go to OUT/METHOD/")
+        sub.add_argument("--task", type=int, default=0, help="Split-Digits task (0-4) to train and evaluate on")
+        sub.add_argument("--method", default="sgd_momentum", help="a single-objective method of the demo's registry")
+        sub.add_argument("--epochs", type=int, default=5)
+        sub.add_argument("--hidden", type=int, default=64)
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--dpi", type=int, default=100)
+        sub.add_argument("--overwrite", action="store_true", help="recompute cached .pt files")
+        if kind == "landscape":
+            sub.add_argument("--directions", default="hessian", choices=("hessian", "random"))
+            sub.add_argument("--limit", type=float, default=0.5)
+            sub.add_argument("--samples", type=int, default=11)
+        else:
+            sub.add_argument("--density-iter", type=int, default=60)
+            sub.add_argument("--density-runs", type=int, default=2)
+            sub.add_argument("--trace-probes", type=int, default=50)
+    trajectory = kinds.add_parser("trajectory", help="optimizer paths on the two-objective toy problem")
+    trajectory.add_argument("--out", default="workdirs/plots")
+    trajectory.add_argument("--methods", default="sgd,adam,zo_sgd,pcgrad,config,mgda", help="comma-separated built-in names")
+    trajectory.add_argument("--iters", type=int, default=1000)
+    trajectory.add_argument("--lr", type=float, default=0.1)
+    trajectory.add_argument("--grid-size", type=int, default=200)
+    trajectory.add_argument("--dpi", type=int, default=100)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         methods = args.methods.split(",") if args.methods else None
         run_demo(args.out, methods, args.seeds, args.epochs, args.quiet, figures=not args.no_figures)
     elif args.command == "plot":
+        from infty_func.plot.command import run_plot_command
+
         run_plot_command(args)
     return 0
 

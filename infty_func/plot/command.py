@@ -1,4 +1,5 @@
-"""``python -m infty_func plot {landscape,esd,trajectory}``: pictures without writing code.
+"""``python -m infty_func plot {landscape,esd,trajectory}``: pictures without writing code
+(the arguments are declared in ``infty_func.__main__``).
 
 ``landscape`` and ``esd`` first train the demo's MLP (64-64-10, one two-class head) for a
 few epochs on one Split-Digits task with a method from the demo's registry, then draw its
@@ -10,38 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_plot_command", "run_plot_command", "train_demo_model"]
-
-
-def add_plot_command(commands) -> None:
-    """Register the ``plot`` subcommand on an ``argparse`` subparsers object."""
-    plot = commands.add_parser("plot", help="loss landscape, Hessian spectrum or toy trajectories as PNG/PDF + JSON")
-    kinds = plot.add_subparsers(dest="kind", required=True)
-    for kind, text in (("landscape", "loss surface of the demo MLP"), ("esd", "Hessian spectral density of the demo MLP")):
-        sub = kinds.add_parser(kind, help=text)
-        sub.add_argument("--out", default="workdirs/plots", help="folder; files go to OUT/METHOD/")
-        sub.add_argument("--task", type=int, default=0, help="Split-Digits task (0-4) to train and evaluate on")
-        sub.add_argument("--method", default="sgd_momentum", help="a single-objective method of the demo's registry")
-        sub.add_argument("--epochs", type=int, default=5)
-        sub.add_argument("--hidden", type=int, default=64)
-        sub.add_argument("--seed", type=int, default=0)
-        sub.add_argument("--dpi", type=int, default=100)
-        sub.add_argument("--overwrite", action="store_true", help="recompute cached .pt files")
-        if kind == "landscape":
-            sub.add_argument("--directions", default="hessian", choices=("hessian", "random"))
-            sub.add_argument("--limit", type=float, default=0.5)
-            sub.add_argument("--samples", type=int, default=11)
-        else:
-            sub.add_argument("--density-iter", type=int, default=60)
-            sub.add_argument("--density-runs", type=int, default=2)
-            sub.add_argument("--trace-probes", type=int, default=50)
-    trajectory = kinds.add_parser("trajectory", help="optimizer paths on the two-objective toy problem")
-    trajectory.add_argument("--out", default="workdirs/plots")
-    trajectory.add_argument("--methods", default="sgd,adam,zo_sgd,pcgrad,config,mgda", help="comma-separated built-in names")
-    trajectory.add_argument("--iters", type=int, default=1000)
-    trajectory.add_argument("--lr", type=float, default=0.1)
-    trajectory.add_argument("--grid-size", type=int, default=200)
-    trajectory.add_argument("--dpi", type=int, default=100)
+__all__ = ["run_plot_command", "train_demo_model"]
 
 
 def train_demo_model(task: int = 0, method: str = "sgd_momentum", epochs: int = 5, hidden: int = 64, seed: int = 0):
