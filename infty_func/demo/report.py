@@ -51,12 +51,10 @@ def write(summary: dict, out: Path) -> tuple[Path, Path]:
 
 
 def plot(summary: dict, path: Path) -> None:
-    import matplotlib
+    from infty_func.plot.output import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure(6, 4)
+    ax = fig.add_subplot(1, 1, 1)
     for name, entry in summary["methods"].items():
         mean = torch.tensor(entry["avg_accuracy_per_task"]["mean"])
         std = torch.tensor(entry["avg_accuracy_per_task"]["std"])
@@ -72,4 +70,3 @@ def plot(summary: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
