@@ -79,7 +79,9 @@ class DatasetObjective:
         self.batches = batches
         self.progress = progress
 
-    def _each(self, what: str):
+    def each_batch(self, what: str):
+        """``(batch, size)`` for every batch (``what`` labels the progress bar); a
+        ``ValueError`` once the iterable turns out empty."""
         items = self.batches
         if self.progress:
             from tqdm import tqdm
@@ -98,14 +100,14 @@ class DatasetObjective:
 
     def value(self, params: PyTree) -> Tensor:
         total, count = 0.0, 0
-        for batch, size in self._each("value"):
+        for batch, size in self.each_batch("value"):
             total = total + self._objective(batch).value(params).to(torch.float64) * size
             count += size
         return total / count
 
     def value_and_grad(self, params: PyTree):
         value, grad, count = 0.0, None, 0
-        for batch, size in self._each("gradient"):
+        for batch, size in self.each_batch("gradient"):
             v, g = self._objective(batch).value_and_grad(params)
             value = value + v.to(torch.float64) * size
             grad = tree_scale(g, float(size)) if grad is None else tree_add_scaled(grad, float(size), g)
@@ -118,7 +120,7 @@ class DatasetObjective:
 
         def apply(vectors: PyTree, batched: bool = False) -> PyTree:
             total, count = None, 0
-            for batch, size in self._each("Hessian products"):
+            for batch, size in self.each_batch("Hessian products"):
                 product = self._objective(batch).operator(params)(vectors, batched)
                 total = tree_scale(product, float(size)) if total is None else tree_add_scaled(total, float(size), product)
                 count += size

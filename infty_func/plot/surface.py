@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.func import vmap
 
 from infty_func.core.tree import PyTree, tree_leaves, tree_map
-from infty_func.curvature.objective import DatasetObjective, Objective, batch_size
+from infty_func.curvature.objective import DatasetObjective, Objective
 
 __all__ = ["loss_surface"]
 
@@ -62,14 +62,11 @@ def loss_surface(
     with torch.no_grad():
         if isinstance(objective, DatasetObjective):
             total, count = None, 0
-            for batch in objective.batches:
-                size = batch_size(batch)
+            for batch, size in objective.each_batch("loss surface"):
                 loss = lambda p, batch=batch: objective.batch_loss(p, batch)
                 values = _chunked(_on_plane(loss, params, first, second), grid_a, grid_b, chunk) * size
                 total = values if total is None else total + values
                 count += size
-            if count == 0:
-                raise ValueError("the loss surface needs data: the loader (batches) is empty")
             values = total / count
         else:
             values = _chunked(_on_plane(objective.loss_fn, params, first, second), grid_a, grid_b, chunk)

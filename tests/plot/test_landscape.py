@@ -71,6 +71,14 @@ def test_a_dataset_surface_is_the_size_weighted_mean_over_batches():
     torch.testing.assert_close(weighted, plain * (1.5 * 2 + 3.0) / 3)
 
 
+def test_a_dataset_surface_over_no_batches_is_refused():
+    _, params, loss_fn, _ = quadratic()
+    objective = DatasetObjective(lambda p, batch: loss_fn(p), [])
+    grid = torch.linspace(-0.3, 0.3, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="the batches are empty"):
+        loss_surface(objective, params, filter_normalized_directions(params).vectors, grid, grid)
+
+
 def test_random_directions_are_filter_normalised_and_zero_on_one_dimensional_params():
     params = {"conv": torch.randn(4, 3, 2, 2, dtype=torch.float64), "bias": torch.randn(4, dtype=torch.float64)}
     first, second = filter_normalized_directions(params, seed=5).vectors
