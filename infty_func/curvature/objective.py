@@ -138,5 +138,3 @@ def hvp_batched(loss_fn: Any, params: PyTree, vectors: PyTree) -> PyTree:
     """``H v_i`` for ``k`` tangents at once (each leaf of ``vectors`` has a leading axis
     ``k``), from one linearisation and one vmapped pullback."""
     return as_objective(loss_fn).operator(params)(vectors, batched=True)
-
-

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from infty_func.core import random
-from infty_func.core.tree import PyTree, tree_flatten, tree_leaves, tree_unflatten
+from infty_func.core.tree import PyTree, tree_flatten, tree_leaves, tree_size, tree_unflatten
 from infty_func.curvature.lanczos import lanczos, tridiagonal
 from infty_func.curvature.objective import as_objective
 
@@ -59,10 +59,6 @@ class _Flat:
         return random.normal(key, (count, self.size), torch.float64, self.device)
 
 
-def _count(params: PyTree) -> int:
-    return sum(leaf.numel() for leaf in tree_leaves(params))
-
-
 class TopEigen(NamedTuple):
     eigenvalues: Tensor  # [k] float64, largest first
     eigenvectors: list  # k pytrees shaped like the params, unit norm
@@ -89,7 +85,7 @@ def top_eigenvalues(
 
     The Hessian products reuse one linearisation of the gradient (one backward each).
     """
-    n = _count(params)
+    n = tree_size(params)
     if not isinstance(k, int) or k < 1 or k > n:
         raise ValueError(f"top_eigenvalues needs 1 <= k <= the number of parameters ({n}), got {k!r}")
     if method not in ("lanczos", "power"):
@@ -209,7 +205,7 @@ def spectral_density(
     their products batched. ``start`` (the params' structure with a leading axis of
     ``n_runs``) replaces the seeded Rademacher starts, e.g. to compare with another
     implementation from the same vectors."""
-    n = _count(params)
+    n = tree_size(params)
     if not isinstance(n_iter, int) or n_iter < 1 or not isinstance(n_runs, int) or n_runs < 1:
         raise ValueError(f"spectral_density needs n_iter >= 1 and n_runs >= 1, got {n_iter!r}, {n_runs!r}")
     flat = _Flat(params, as_objective(objective).operator(params))

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from infty_func.core import random
-from infty_func.core.tree import PyTree, tree_leaves, tree_map
+from infty_func.core.tree import PyTree, tree_leaves, tree_map, tree_size
 from infty_func.curvature.spectrum import top_eigenvalues
 
 __all__ = ["PlaneDirections", "hessian_directions", "filter_normalized_directions", "plane_directions", "DIRECTION_KINDS"]
@@ -27,7 +27,7 @@ def hessian_directions(objective: Any, params: PyTree, iters: int = 100, tol: fl
     """The eigenvectors of the two largest Hessian eigenvalues (unit norm), by Lanczos
     (:func:`infty_func.curvature.top_eigenvalues`), as ``infty.plot`` draws its landscapes
     (it uses PyHessian's power iteration; the eigenpairs are the same)."""
-    count = sum(leaf.numel() for leaf in tree_leaves(params))
+    count = tree_size(params)
     if count < 2:
         raise ValueError(f"Hessian directions need at least 2 parameters (the top 2 eigenvectors), the params have {count}")
     top = top_eigenvalues(objective, params, k=2, iters=iters, tol=tol, seed=seed)
