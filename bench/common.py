@@ -45,6 +45,14 @@ def mlp(sizes: tuple[int, ...], seed: int = 0) -> nn.Module:
     return nn.Sequential(*layers[:-1])
 
 
+def classification_problem(sizes: tuple[int, ...], batch: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """``mlp(sizes)`` with one random batch of inputs and class labels."""
+    model = mlp(sizes)
+    x = torch.randn(batch, sizes[0])
+    y = torch.randint(0, sizes[-1], (batch,))
+    return model, x, y
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

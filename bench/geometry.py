@@ -24,7 +24,7 @@ from torch import nn
 from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import functional_stepper, interleaved_medians, mlp, parameter_count  # noqa: E402
+from common import classification_problem, functional_stepper, interleaved_medians, mlp, parameter_count  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 
@@ -48,15 +48,8 @@ METHODS = {
 }
 
 
-def problem(sizes):
-    model = mlp(sizes)
-    x = torch.randn(BATCH, sizes[0])
-    y = torch.randint(0, sizes[-1], (BATCH,))
-    return model, x, y
-
-
 def plain_sgd_step(sizes):
-    model, x, y = problem(sizes)
+    model, x, y = classification_problem(sizes, BATCH)
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
 
     def step():
@@ -68,7 +61,7 @@ def plain_sgd_step(sizes):
 
 
 def hand_written_sam_step(sizes, rho=0.05):
-    model, x, y = problem(sizes)
+    model, x, y = classification_problem(sizes, BATCH)
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     params = list(model.parameters())
 
@@ -90,7 +83,7 @@ def hand_written_sam_step(sizes, rho=0.05):
 
 
 def class_step(module, cls_name, args, adaptive, sizes):
-    model, x, y = problem(sizes)
+    model, x, y = classification_problem(sizes, BATCH)
     base = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     args = dict(args)
     if module is infty_optim and cls_name == "LookSAM":
@@ -106,7 +99,7 @@ def class_step(module, cls_name, args, adaptive, sizes):
 
 
 def functional_step(transform_factory, sizes):
-    model, x, y = problem(sizes)
+    model, x, y = classification_problem(sizes, BATCH)
     tx = ifn.chain(transform_factory(), ifn.sgd(LR, momentum=MOMENTUM))
 
     def loss_fn(params):

@@ -25,18 +25,11 @@ from torch import nn
 from torch.func import functional_call, vjp, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import functional_stepper, interleaved_medians, mlp, parameter_count  # noqa: E402
+from common import classification_problem, functional_stepper, interleaved_medians, mlp, parameter_count  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 
 SIZES, BATCH = (256, 256, 128, 10), 128
-
-
-def problem(m, seed=0):
-    model = mlp(SIZES, seed)
-    x = torch.randn(BATCH, SIZES[0])
-    y = torch.randint(0, SIZES[-1], (BATCH,))
-    return model, x, y
 
 
 def losses_of(logits, y, m):
@@ -45,7 +38,7 @@ def losses_of(logits, y, m):
 
 
 def jacobian_section(repeats: int) -> None:
-    model, x, y = problem(0)
+    model, x, y = classification_problem(SIZES, BATCH)
     params = {n: p.detach() for n, p in model.named_parameters()}
     print(f"1. Jacobians, {parameter_count(model) / 1e3:.0f}k-parameter MLP, batch {BATCH} "
           "(units: one forward + backward of the summed loss)")
@@ -104,14 +97,13 @@ def step_section(repeats: int) -> None:
         "UniGrad_FS": ({"task_id": 1}, lambda: ifn.unigrad_fs(0.05)),
     }
     print(f"  {'method':<11}{'m':>3}{'infty':>10}{'ifn.optim':>11}{'functional':>12}{'class/infty':>13}{'func/infty':>12}")
-    previous = torch.get_default_dtype()
     for name, (args, factory) in cases.items():
         for m in ((2,) if name in ("GradVac", "UniGrad_FS") else (2, 4, 8)):
             steps = {}
             for label, module in (("infty", reference), ("ours", ifn.optim)):
                 if module is None:
                     continue
-                model, x, y = problem(m)
+                model, x, y = classification_problem(SIZES, BATCH)
                 opt = getattr(module, name)(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), model,
                                             args=dict(args))
                 if label == "infty":
@@ -123,7 +115,7 @@ def step_section(repeats: int) -> None:
 
                 opt.set_closure(closure)
                 steps[label] = opt.step
-            model, x, y = problem(m)
+            model, x, y = classification_problem(SIZES, BATCH)
             tx = ifn.chain(factory(), ifn.sgd(0.01, momentum=0.9))
 
             def loss_fn(p, model=model, x=x, y=y, m=m):
@@ -135,7 +127,6 @@ def step_section(repeats: int) -> None:
             cells = f"{base * 1e3:>9.2f}" if base else f"{'-':>10}"
             ratio = (f"{seconds['ours'] / base:>12.2f}x{seconds['functional'] / base:>11.2f}x" if base else "")
             print(f"  {name:<11}{m:>3}{cells}{seconds['ours'] * 1e3:>11.2f}{seconds['functional'] * 1e3:>12.2f}{ratio}")
-    torch.set_default_dtype(previous)
 
 
 def aggregation_section(repeats: int) -> None:

@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_seconds, mlp, parameter_count, ratio_line  # noqa: E402
+from common import functional_stepper, median_seconds, mlp, parameter_count, ratio_line  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 
@@ -101,15 +101,11 @@ def training_step(sizes, repeats: int) -> None:
 
     baseline = median_seconds(module_step, repeats)
     functional_model = mlp(sizes)
-    tx = ifn.adam(1e-3)
-    params = {n: p.detach() for n, p in functional_model.named_parameters()}
-    box = {"params": params, "state": tx.init(params)}
 
     def loss_fn(p):
         return nn.functional.cross_entropy(functional_call(functional_model, p, (x,)), y)
 
-    def functional_step():
-        box["params"], box["state"], _ = ifn.step(tx, box["state"], box["params"], loss_fn)
+    functional_step = functional_stepper(functional_model, ifn.adam(1e-3), loss_fn)
 
     def forward_backward():
         functional_model.zero_grad()

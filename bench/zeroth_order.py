@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import functional_stepper, interleaved_medians, mlp, parameter_count  # noqa: E402
+from common import classification_problem, functional_stepper, interleaved_medians, mlp, parameter_count  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 from infty_func.zeroth_order.directions import Directions  # noqa: E402
@@ -43,15 +43,8 @@ LARGE, LARGE_BATCH = (4096, 4096, 4096, 4096, 10), 32
 LR, EPS = 1e-3, 1e-3
 
 
-def problem(sizes, batch):
-    model = mlp(sizes)
-    x = torch.randn(batch, sizes[0])
-    y = torch.randint(0, sizes[-1], (batch,))
-    return model, x, y
-
-
 def backprop_step(sizes, batch):
-    model, x, y = problem(sizes, batch)
+    model, x, y = classification_problem(sizes, batch)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
 
     def step():
@@ -63,7 +56,7 @@ def backprop_step(sizes, batch):
 
 
 def two_forwards(sizes, batch):
-    model, x, y = problem(sizes, batch)
+    model, x, y = classification_problem(sizes, batch)
 
     @torch.no_grad()
     def step():
@@ -84,7 +77,7 @@ def noise_once(sizes, ours=True):
 
 
 def zeroflow_step(cls, sizes, batch, memory_efficient):
-    model, x, y = problem(sizes, batch)
+    model, x, y = classification_problem(sizes, batch)
     base = torch.optim.SGD(model.parameters(), lr=LR)
     opt = cls(model.parameters(), base, model, args={"inftyopt": "zo_sgd", "zo_eps": EPS, "memory_efficient": memory_efficient})
 
@@ -97,7 +90,7 @@ def zeroflow_step(cls, sizes, batch, memory_efficient):
 
 
 def functional_step(sizes, batch, memory_efficient):
-    model, x, y = problem(sizes, batch)
+    model, x, y = classification_problem(sizes, batch)
     tx = ifn.zo_sgd(LR, zo_eps=EPS, memory_efficient=memory_efficient)
 
     def loss_fn(params):
