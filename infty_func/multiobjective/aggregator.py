@@ -39,13 +39,12 @@ def weighted_aggregator(
     m: int | None = None,
     init_inner: Callable[[int | None, Any], Any] | None = None,
     granularity: str = "model",
-    per_leaf_inner: bool = False,
 ) -> GradientTransformation:
     """An aggregator from a Gramian weighting.
 
     ``granularity="model"`` weights the whole gradients with one Gramian;
-    ``"layer"`` applies the rule to each leaf on its own (its own Gramian, weights and, with
-    ``per_leaf_inner``, its own inner state). Diagnostics are computed from the model
+    ``"layer"`` applies the rule to each leaf on its own (its own Gramian, weights and
+    inner state, ``init_inner(m, leaf)``). Diagnostics are computed from the model
     Gramian and the applied weights (per leaf, summed), at no extra pass. A Jacobian with
     one row is passed through unchanged (every rule reduces to the gradient then, or should).
     """
@@ -53,15 +52,14 @@ def weighted_aggregator(
         raise ValueError(f"{name}: granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if m is not None and (not isinstance(m, int) or m < 1):
         raise ValueError(f"{name}: m (the number of objectives) must be a positive int, got {m!r}")
-    if granularity == "layer" and init_inner is not None and not per_leaf_inner:
-        raise ValueError(f"{name}: a stateful rule applied per layer needs per_leaf_inner=True (one state per leaf)")
+    per_leaf = granularity == "layer" and init_inner is not None
     weighting = _guarded(weighting)
 
     def init_fn(params):
         if init_inner is None:
             inner = EmptyState()
-        elif per_leaf_inner and granularity == "layer":
-            inner = tuple(init_inner(m, leaf) for leaf in _leaves(params))
+        elif per_leaf:
+            inner = tuple(init_inner(m, leaf) for leaf in tree_leaves(params))
         else:
             inner = init_inner(m, params)
         return AggregatorState(inner, empty_diagnostics(m) if m is not None else ())
@@ -93,11 +91,11 @@ def weighted_aggregator(
             grams = [g.to(torch.float64) for g in leaf_gramians(leaves)]
             weights_per_leaf, inners = [], []
             for index, gram in enumerate(grams):
-                leaf_state = state.inner[index] if per_leaf_inner else state.inner
+                leaf_state = state.inner[index] if per_leaf else state.inner
                 weights, leaf_state = weighting(gram, leaf_state, value=losses)
                 weights_per_leaf.append(weights)
                 inners.append(leaf_state)
-            inner = tuple(inners) if per_leaf_inner else inners[-1]
+            inner = tuple(inners) if per_leaf else inners[-1]
             out = combine_per_leaf(weights_per_leaf, leaves, spec)
             diagnostics = _layer_diagnostics(grams, weights_per_leaf)
         return out, AggregatorState(inner, diagnostics)
@@ -115,10 +113,6 @@ def _guarded(weighting):
         return torch.where(finite, weights, torch.full_like(weights, float("nan"))), inner
 
     return guarded
-
-
-def _leaves(params):
-    return tree_leaves(params)
 
 
 def _layer_diagnostics(grams: list[Tensor], weights: list[Tensor]) -> ConflictDiagnostics:

@@ -94,4 +94,4 @@ def gradvac(
         return weights, GradVacState(targets)
 
     # "first" touches only the pair (0, 1): m (or None, for any m ≥ 2) only sizes the diagnostics.
-    return weighted_aggregator("gradvac", weighting, m, init_inner, granularity, True)
+    return weighted_aggregator("gradvac", weighting, m, init_inner, granularity)
