@@ -67,19 +67,8 @@ def scale_by_adam(
         bias1 = 1.0 - torch.as_tensor(b1, dtype=torch.float64) ** t
         bias2_sqrt = torch.sqrt(1.0 - torch.as_tensor(b2, dtype=torch.float64) ** t)
         if use_foreach(grads, mu, nu) and not isinstance(b1, Tensor) and not isinstance(b2, Tensor):
-            new_mu = torch._foreach_lerp(mu, grads, 1.0 - b1)
-            new_nu = torch._foreach_mul(nu, b2)
-            torch._foreach_addcmul_(new_nu, grads, grads, 1.0 - b2)
-            if amsgrad:
-                new_max = torch._foreach_maximum(nu_max, new_nu)
-                denom = torch._foreach_sqrt(new_max)
-            else:
-                new_max = nu_max
-                denom = torch._foreach_sqrt(new_nu)
-            torch._foreach_div_(denom, bias2_sqrt)
-            torch._foreach_add_(denom, eps)
-            torch._foreach_mul_(denom, bias1)
-            out = torch._foreach_div(new_mu, denom)
+            new_mu, new_nu, new_max = _foreach_moments(grads, mu, nu, nu_max, b1, b2, amsgrad)
+            out = _foreach_direction(new_mu, new_max if amsgrad else new_nu, bias1, bias2_sqrt, eps)
         else:
             # One op per leaf (inside torch.func transforms); fused ops keep the passes few.
             new_mu = [torch.lerp(m, g, 1.0 - b1) for m, g in zip(mu, grads)]
@@ -113,6 +102,16 @@ def _foreach_moments(grads, mu, nu, nu_max, b1, b2, amsgrad):
     return new_mu, new_nu, new_max
 
 
+def _foreach_direction(new_mu, second, bias1, bias2_sqrt, eps):
+    """Adam's direction from the new moments, ``m / ((sqrt(v) / bias2_sqrt + eps) · bias1)``;
+    the corrections are 0-d tensors or one per leaf."""
+    denom = torch._foreach_sqrt(second)
+    torch._foreach_div_(denom, bias2_sqrt)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_mul_(denom, bias1)
+    return torch._foreach_div(new_mu, denom)
+
+
 def _stacked_update(grads, mu, nu, nu_max, count, b1, b2, eps, amsgrad):
     """Under vmap, the foreach update on the stacked tensors (see
     :mod:`infty_func.core.batched`); ``None`` when the operands do not allow it."""
@@ -131,9 +130,8 @@ def _stacked_update(grads, mu, nu, nu_max, count, b1, b2, eps, amsgrad):
     bias1 = 1.0 - b1**t
     bias2_sqrt = torch.sqrt(1.0 - b2**t)
     new_mu, new_nu, new_max = _foreach_moments(g, m, v, vmax, b1, b2, amsgrad)
-    denom = torch._foreach_sqrt(new_max if amsgrad else new_nu)
-    torch._foreach_div_(denom, [along_batch(bias2_sqrt, d) for d in denom])
-    torch._foreach_add_(denom, eps)
-    torch._foreach_mul_(denom, [along_batch(bias1, d) for d in denom])
-    out = torch._foreach_div(new_mu, denom)
+    second = new_max if amsgrad else new_nu
+    out = _foreach_direction(
+        new_mu, second, [along_batch(bias1, d) for d in second], [along_batch(bias2_sqrt, d) for d in second], eps
+    )
     return rewrap(out, level), rewrap(new_mu, level), rewrap(new_nu, level), rewrap(new_max, level) if amsgrad else nu_max
