@@ -79,23 +79,14 @@ def value_and_grad(loss_fn: Callable, has_aux: bool | None = None) -> Callable:
     """
     if hasattr(loss_fn, "value_and_grad"):
         return loss_fn.value_and_grad
-    fn = _with_aux(loss_fn, has_aux)
 
-    def scalar_only(value):
+    def value_and_grad_fn(params):
+        value, box, grads = _value_box_derivative(loss_fn, params, has_aux)
         if value.dim() != 0:
             raise ValueError(
                 f"value_and_grad needs a scalar loss, got shape {tuple(value.shape)}; for several losses use ifn.jacobian"
             )
-
-    def value_and_grad_fn(params):
-        if not _inside_functorch():
-            value, aux, grads = _autograd_value_and_derivative(loss_fn, params, has_aux)
-            scalar_only(value)
-            return _package(value, aux, has_aux), grads
-        value, pullback, aux = vjp(fn, params, has_aux=True)
-        scalar_only(value)
-        (grads,) = pullback(torch.ones_like(value))
-        return _package(value.detach(), aux, has_aux), grads
+        return _package(value, box, has_aux), grads
 
     return value_and_grad_fn
 
@@ -110,21 +101,30 @@ def jacobian(loss_fn: Callable, has_aux: bool | None = None) -> Callable:
     """
     if hasattr(loss_fn, "jacobian"):
         return loss_fn.jacobian
-    fn = _with_aux(loss_fn, has_aux)
 
     def jacobian_fn(params):
-        if not _inside_functorch():
-            values, box, jac = _autograd_value_and_derivative(loss_fn, params, has_aux)
-            if values.dim() != 1:
-                raise ValueError(f"jacobian needs loss_fn to return a 1-D tensor of m losses, got shape {tuple(values.shape)}")
-            return _package(values, box, has_aux), jac
-        values, pullback, aux = vjp(fn, params, has_aux=True)
+        values, box, jac = _value_box_derivative(loss_fn, params, has_aux)
         if values.dim() != 1:
             raise ValueError(f"jacobian needs loss_fn to return a 1-D tensor of m losses, got shape {tuple(values.shape)}")
-        jac = _pullback_rows(pullback, values)
-        return _package(values.detach(), aux, has_aux), jac
+        return _package(values, box, has_aux), jac
 
     return jacobian_fn
+
+
+def _value_box_derivative(loss_fn: Callable, params: PyTree, has_aux: bool | None):
+    """``(value, box, derivative)`` from one forward pass, ``box`` as in :func:`_with_aux`:
+    the gradient for a scalar loss, the Jacobian pytree for a 1-D tensor of losses. Plain
+    autograd outside ``torch.func`` transforms (less overhead), ``vjp`` inside them."""
+    if not _inside_functorch():
+        return _autograd_value_and_derivative(loss_fn, params, has_aux)
+    value, pullback, box = vjp(_with_aux(loss_fn, has_aux), params, has_aux=True)
+    if value.dim() == 0:
+        (derivative,) = pullback(torch.ones_like(value))
+    elif value.dim() == 1:
+        derivative = _pullback_rows(pullback, value)
+    else:
+        raise ValueError(f"loss_fn must return a scalar or a 1-D tensor of losses, got shape {tuple(value.shape)}")
+    return value.detach(), box, derivative
 
 
 def _pullback_rows(pullback: Callable, values: Tensor) -> PyTree:
@@ -211,17 +211,8 @@ def value_and_derivative(loss_fn: Callable) -> Callable:
         if hasattr(loss_fn, "value_and_grad"):
             value, derivative = loss_fn.value_and_grad(params)
             return (value[0] if isinstance(value, tuple) else value), derivative
-        if not _inside_functorch():
-            value, _, derivative = _autograd_value_and_derivative(loss_fn, params)
-            return value, derivative
-        value, pullback, _ = vjp(_with_aux(loss_fn, None), params, has_aux=True)
-        if value.dim() == 0:
-            (derivative,) = pullback(torch.ones_like(value))
-        elif value.dim() == 1:
-            derivative = _pullback_rows(pullback, value)
-        else:
-            raise ValueError(f"loss_fn must return a scalar or a 1-D tensor of losses, got shape {tuple(value.shape)}")
-        return value.detach(), derivative
+        value, _, derivative = _value_box_derivative(loss_fn, params, None)
+        return value, derivative
 
     return value_and_derivative_fn
 
