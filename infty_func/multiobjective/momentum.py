@@ -119,20 +119,14 @@ def config_momentum(
             recorded = losses
         elif loss_recorder == "momentum":
             recorded = losses / (1.0 - loss_beta ** loss_counts.clamp_min(1).to(torch.float64))
-        first, _ = tree_flatten(state.first)
-        new_first = []
-        for buffer, rows_leaf in zip(first, leaves):
-            scattered = torch.zeros_like(buffer)
-            scattered[indices] = rows_leaf
-            mask = fresh.to(buffer.dtype).reshape(-1, *([1] * (buffer.dim() - 1)))
-            new_first.append(buffer + mask * ((1 - beta1) * scattered - (1 - beta1) * buffer))
+        new_first = _masked_ema(tree_flatten(state.first)[0], leaves, indices, fresh, beta1)
         ready = (counts > 0).all()
         steps = state.steps + ready.to(torch.int64)
         t = steps.clamp_min(1).to(torch.float64)
         debias = 1.0 - beta1 ** counts.clamp_min(1).to(torch.float64)
 
         if kind == "pseudo":
-            corrected = [b / debias.to(b.dtype).reshape(-1, *([1] * (b.dim() - 1))) for b in new_first]
+            corrected = [b / _along_rows(debias, b) for b in new_first]
             gram = gramian(corrected).to(torch.float64)
             w = config_weights(gram, weights_of(gram, recorded), length_of, recorded)
             direction = [torch.tensordot(w.to(c.dtype), c, dims=1) for c in corrected]
@@ -156,18 +150,10 @@ def config_momentum(
                 loss_counts,
             )
 
-        second, _ = tree_flatten(state.second)
-        new_second = []
-        for buffer, rows_leaf in zip(second, leaves):
-            scattered = torch.zeros_like(buffer)
-            scattered[indices] = rows_leaf * rows_leaf
-            mask = fresh.to(buffer.dtype).reshape(-1, *([1] * (buffer.dim() - 1)))
-            new_second.append(buffer + mask * ((1 - beta2) * scattered - (1 - beta2) * buffer))
+        new_second = _masked_ema(tree_flatten(state.second)[0], [r * r for r in leaves], indices, fresh, beta2)
         debias2 = 1.0 - beta2 ** counts.clamp_min(1).to(torch.float64)
         adapted = [
-            (b / debias.to(b.dtype).reshape(-1, *([1] * (b.dim() - 1))))
-            / ((s / debias2.to(s.dtype).reshape(-1, *([1] * (s.dim() - 1)))).sqrt() + _EPS)
-            for b, s in zip(new_first, new_second)
+            (b / _along_rows(debias, b)) / ((s / _along_rows(debias2, s)).sqrt() + _EPS) for b, s in zip(new_first, new_second)
         ]
         gram = gramian(adapted).to(torch.float64)
         w = config_weights(gram, weights_of(gram, recorded), length_of, recorded)
@@ -177,3 +163,19 @@ def config_momentum(
         )
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def _along_rows(vector: Tensor, like: Tensor) -> Tensor:
+    """A per-objective vector in ``like``'s dtype, shaped to broadcast over its rows."""
+    return vector.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def _masked_ema(buffers: list, rows: list, indices: list, fresh: Tensor, beta: float) -> list:
+    """Each buffer's rows ``indices`` moved toward ``rows`` by ``1 − beta`` (the objectives
+    with a fresh gradient); the other rows kept."""
+    out = []
+    for buffer, row in zip(buffers, rows):
+        scattered = torch.zeros_like(buffer)
+        scattered[indices] = row
+        out.append(buffer + _along_rows(fresh, buffer) * ((1 - beta) * scattered - (1 - beta) * buffer))
+    return out
