@@ -97,9 +97,7 @@ class InftyGeometryOptimizer(InftyShell, torch.optim.Optimizer):
 
     def step(self, closure: Callable | None = None, delay: bool = False):
         """One step; returns the closure's ``(logits, loss_list)`` at the current parameters."""
-        get_grad = closure if closure is not None else self.forward_backward_func
-        if get_grad is None:
-            raise ValueError(f"{type(self).__name__}.step needs a closure: call set_closure(fn) first or pass step(closure)")
+        get_grad = self._closure(closure, self.forward_backward_func)
         parameters = self._parameters()
         with self._maybe_no_sync():
             logits, loss_list = get_grad()

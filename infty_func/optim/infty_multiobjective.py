@@ -105,9 +105,7 @@ class InftyMultiObjectiveOptimizer(InftyShell, torch.optim.Optimizer):
         self.forward_func = loss_fn
 
     def step(self, closure=None, delay: bool = False):
-        forward = closure if closure is not None else self.forward_func
-        if forward is None:
-            raise ValueError(f"{type(self).__name__}.step needs a closure: call set_closure(fn) first")
+        forward = self._closure(closure, self.forward_func)
         parameters = self._parameters()
         with torch.enable_grad():
             logits, loss_list = forward()
@@ -294,9 +292,7 @@ class UniGrad_FS(InftyMultiObjectiveOptimizer):  # noqa: N801 (INFTY's name)
         )
 
     def step(self, closure=None, delay: bool = False):
-        forward = closure if closure is not None else self.forward_func
-        if forward is None:
-            raise ValueError("UniGrad_FS.step needs a closure: call set_closure(fn) first")
+        forward = self._closure(closure, self.forward_func)
         parameters = self._parameters()
         with torch.enable_grad():
             logits, loss_list = forward()
@@ -355,9 +351,7 @@ class OGD(InftyMultiObjectiveOptimizer):
         return ogd(self._capacity)
 
     def step(self, closure=None, delay: bool = False):
-        forward = closure if closure is not None else self.forward_func
-        if forward is None:
-            raise ValueError("OGD.step needs a closure: call set_closure(fn) first")
+        forward = self._closure(closure, self.forward_func)
         parameters = self._parameters()
         with torch.enable_grad():
             logits, loss_list = forward()

@@ -60,6 +60,14 @@ class InftyShell:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_optimizer.__class__.__name__})"
 
+    def _closure(self, given, stored):
+        """The closure passed to ``step``, else the one from ``set_closure``."""
+        if given is not None:
+            return given
+        if stored is None:
+            raise ValueError(f"{type(self).__name__}.step needs a closure: call set_closure(fn) first or pass step(closure)")
+        return stored
+
     def _parameters(self) -> list[torch.Tensor]:
         """Every parameter of every group, in order."""
         return [p for group in self.param_groups for p in group["params"]]

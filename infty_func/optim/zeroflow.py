@@ -120,9 +120,7 @@ class ZeroFlow(InftyShell, torch.optim.Optimizer):
         self._refresh_trainable()
         if self.inftyopt == "forward_grad":
             return self._forward_grad_step()
-        forward = closure if closure is not None else self.forward_func
-        if forward is None:
-            raise ValueError("ZeroFlow.step needs a closure: call set_closure(fn) first")
+        forward = self._closure(closure, self.forward_func)
         if self.inftyopt.endswith("conserve"):
             return self._conservative_step(forward)
         estimate = self._estimate(forward)
