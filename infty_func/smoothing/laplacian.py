@@ -50,12 +50,14 @@ def laplacian_smoothing(sigma: float = 1.0, layerwise: bool = True, min_numel: i
         if not layerwise:
             total = sum(leaf.numel() for leaf in leaves)
             return LaplacianSmoothingState((laplacian_denominator(total, sigma, leaves[0].dtype, leaves[0].device),))
-        return LaplacianSmoothingState(tuple(
-            laplacian_denominator(leaf.numel(), sigma, leaf.dtype, leaf.device)
-            if leaf.numel() > min_numel
-            else torch.zeros(0, dtype=leaf.dtype, device=leaf.device)
-            for leaf in leaves
-        ))
+        return LaplacianSmoothingState(
+            tuple(
+                laplacian_denominator(leaf.numel(), sigma, leaf.dtype, leaf.device)
+                if leaf.numel() > min_numel
+                else torch.zeros(0, dtype=leaf.dtype, device=leaf.device)
+                for leaf in leaves
+            )
+        )
 
     def update_fn(updates, state, params=None, **extra):
         del params, extra
@@ -73,5 +75,3 @@ def laplacian_smoothing(sigma: float = 1.0, layerwise: bool = True, min_numel: i
         return tree_unflatten(out, spec), state
 
     return GradientTransformation(init_fn, update_fn)
-
-
