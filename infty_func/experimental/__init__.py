@@ -1,0 +1,1 @@
+"""Experimental second-order, element-wise and projection modules, as transforms."""
