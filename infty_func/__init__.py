@@ -1,7 +1,7 @@
 """infty_func: optimizer methods as pure ``(init, update)`` gradient transformations on
 ``torch.func``, with an adapter that makes any of them a ``torch.optim.Optimizer``."""
 
-from infty_func import core, curvature, geometry, multiobjective, optim, smoothing, transforms, zeroth_order
+from infty_func import core, curvature, experimental, geometry, multiobjective, optim, smoothing, transforms, zeroth_order
 from infty_func.core import *  # noqa: F403
 from infty_func.core import __all__ as _core_all
 from infty_func.core import random
@@ -19,6 +19,6 @@ from infty_func.zeroth_order import __all__ as _zeroth_order_all
 __version__ = "0.1.0"
 
 __all__ = [
-    "core", "curvature", "geometry", "multiobjective", "optim", "smoothing", "transforms", "zeroth_order", "random",
+    "core", "curvature", "experimental", "geometry", "multiobjective", "optim", "smoothing", "transforms", "zeroth_order", "random",
     *_core_all, *_transforms_all, *_geometry_all, *_zeroth_order_all, *_multiobjective_all, *_smoothing_all,
 ]

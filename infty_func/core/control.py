@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 from torch._C import _functorch
 
-from infty_func.core.tree import tree_map
+from infty_func.core.tree import tree_leaves, tree_map
 
-__all__ = ["is_batched", "cond"]
+__all__ = ["is_batched", "cond", "refuse_vmap"]
 
 
 def is_batched(x: Any) -> bool:
@@ -48,3 +48,11 @@ def cond(pred: Tensor | bool, true_fn: Callable[..., Any], false_fn: Callable[..
     on_false = false_fn(*operands)
     pred = pred.reshape(()).to(torch.bool)
     return tree_map(lambda a, b: torch.where(pred, a, b), on_true, on_false)
+
+
+def refuse_vmap(method: str, why: str, *trees: Any) -> None:
+    """A ``ValueError`` when any leaf of ``trees`` is batched by ``torch.func.vmap``: for
+    transforms that hand their work to a host-side solver (SciPy), which cannot be batched.
+    ``why`` completes "``method`` ..." (e.g. "solves its subproblem with SciPy on the host")."""
+    if any(is_batched(leaf) for tree in trees if tree is not None for leaf in tree_leaves(tree)[:1]):
+        raise ValueError(f"{method} {why} and cannot run under torch.func.vmap; loop over the members instead")

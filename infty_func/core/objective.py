@@ -34,6 +34,7 @@ __all__ = [
     "perturbed",
     "require_loss_fn",
     "require_params",
+    "require_functional_loss_fn",
     "autograd_derivative",
     "LOOP_JACOBIAN_BELOW",
 ]
@@ -247,6 +248,7 @@ def hvp(loss_fn: Callable, params: PyTree, vector: PyTree) -> PyTree:
     For many products at the same ``params`` use :func:`hvp_operator`, which reuses one
     linearisation of the gradient.
     """
+    require_functional_loss_fn(loss_fn, "hvp", "Hessian-vector products")
     loss_only = lambda p: _with_aux(loss_fn, None)(p)[0]  # noqa: E731
     _, product = jvp(grad(loss_only), (params,), (vector,))
     return product
@@ -259,6 +261,7 @@ def hvp_operator(loss_fn: Callable, params: PyTree) -> Callable[[PyTree], PyTree
     (``H`` is symmetric, so ``vᵀH = (Hv)ᵀ``). Vectors with a leading batch axis can be
     passed through ``torch.func.vmap(operator)``.
     """
+    require_functional_loss_fn(loss_fn, "hvp_operator", "Hessian-vector products")
     loss_only = lambda p: _with_aux(loss_fn, None)(p)[0]  # noqa: E731
     _, pullback = vjp(grad(loss_only), params)
 
@@ -298,4 +301,18 @@ def require_loss_fn(loss_fn: Callable | None, method: str) -> Callable:
         )
     if not callable(loss_fn):
         raise TypeError(f"{method}: loss_fn must be callable, got {type(loss_fn).__name__}")
+    return loss_fn
+
+
+def require_functional_loss_fn(loss_fn: Callable, method: str, needs: str = "second derivatives") -> Callable:
+    """``loss_fn``, or a ``ValueError`` when it is an objective built from a ``torch.optim``
+    closure (it has its own ``value_and_grad``): such an objective swaps the module's
+    parameters in place and knows only its gradient, so ``torch.func`` cannot differentiate
+    it again (torch 2.13 even crashes on a ``jvp`` through it)."""
+    if hasattr(loss_fn, "value_and_grad"):
+        raise ValueError(
+            f"{method} needs {needs} of loss_fn by torch.func, which a TransformOptimizer closure cannot give "
+            "(it knows only its gradient): use ifn.step(transform, state, params, loss_fn) with a "
+            "loss_fn(params) written with torch.func.functional_call"
+        )
     return loss_fn

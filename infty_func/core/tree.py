@@ -49,6 +49,7 @@ __all__ = [
     "tree_all_finite",
     "tree_cast",
     "tree_size",
+    "tree_ravel",
     "tree_get",
     "tree_get_all",
     "tree_set",
@@ -213,6 +214,21 @@ def tree_cast(tree: PyTree, dtype: torch.dtype) -> PyTree:
 def tree_size(tree: PyTree) -> int:
     """The number of elements over all leaves."""
     return sum(leaf.numel() for leaf in tree_leaves(tree))
+
+
+def tree_ravel(tree: PyTree) -> tuple[Tensor, Any]:
+    """All leaves as one flat vector (in leaf order), and the function that maps such a
+    vector back to a tree of the same structure and shapes (JAX's ``ravel_pytree``).
+    For methods that need a matrix over all parameters (dense Hessians, SciPy solvers)."""
+    leaves, spec = tree_flatten(tree)
+    sizes = [leaf.numel() for leaf in leaves]
+    shapes = [leaf.shape for leaf in leaves]
+
+    def unravel(vector: Tensor) -> PyTree:
+        pieces = torch.split(vector, sizes)
+        return tree_unflatten([piece.reshape(shape) for piece, shape in zip(pieces, shapes)], spec)
+
+    return torch.cat([leaf.reshape(-1) for leaf in leaves]), unravel
 
 
 # --- reading and writing named fields of nested states -------------------------------

@@ -23,6 +23,8 @@ METHODS: dict[str, Callable[[], ifn.GradientTransformation]] = {
     "zo_sgd": lambda: ifn.zo_sgd(0.002, momentum=0.9, q=4, memory_efficient=False, seed=0),
     "zo_adam": lambda: ifn.zo_adam(3e-3, q=4, memory_efficient=False, seed=0),
     "forward_grad": lambda: ifn.forward_grad(0.01, n_tangents=8, seed=0),
+    "laplacian_smoothing": lambda: ifn.chain(ifn.laplacian_smoothing(1.0), ifn.sgd(0.05, momentum=0.9)),
+    "gradient_sampling": lambda: ifn.chain(ifn.gradient_sampling(0.01, n=4, fixed=False, seed=0), ifn.sgd(0.05, momentum=0.9)),
     # two objectives from a replay buffer: old-task loss, new-task loss (see continual.py)
     "pcgrad": lambda: ifn.chain(ifn.pcgrad(seed=0), ifn.sgd(0.05, momentum=0.9)),
     "cagrad": lambda: ifn.chain(ifn.cagrad(0.5), ifn.sgd(0.05, momentum=0.9)),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.objective import hvp_operator, require_loss_fn, require_params
+from infty_func.core.objective import hvp_operator, require_functional_loss_fn, require_loss_fn, require_params
 from infty_func.core.tree import PyTree, tree_add, tree_add_scaled, tree_map, tree_scale, tree_zeros_like
 
 __all__ = ["curveball", "CurveBallState"]
@@ -55,12 +55,7 @@ def curveball(precond_lr: float = 1e-3, momentum: float = 0.9, reg: float = 1.0)
         del extra
         loss_fn = require_loss_fn(loss_fn, _NAME)
         params = require_params(params, _NAME)
-        if hasattr(loss_fn, "value_and_grad"):
-            raise ValueError(
-                f"{_NAME} takes Hessian-vector products of loss_fn with torch.func, which a TransformOptimizer closure "
-                "cannot give (it knows only its gradient): use ifn.step(transform, state, params, loss_fn) "
-                "with a loss_fn(params) written with torch.func.functional_call"
-            )
+        require_functional_loss_fn(loss_fn, _NAME, "Hessian-vector products")
         damped = tree_add_scaled(hvp_operator(loss_fn, params)(state.z), reg, state.z)
         residual = tree_add(damped, updates)
         z = tree_add_scaled(tree_scale(state.z, momentum), -precond_lr, residual)

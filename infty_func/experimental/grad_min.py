@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.func import grad_and_value
 
 from infty_func.core.base import EmptyState, GradientTransformation
-from infty_func.core.objective import require_loss_fn, require_params, total_loss, value_and_grad
+from infty_func.core.objective import require_functional_loss_fn, require_loss_fn, require_params, total_loss, value_and_grad
 from infty_func.core.tree import PyTree, tree_leaves
 
 __all__ = ["grad_min", "grad_min_objective"]
@@ -119,12 +119,7 @@ def grad_min(
         del updates, extra
         loss_fn = require_loss_fn(loss_fn, _NAME)
         params = require_params(params, _NAME)
-        if hasattr(loss_fn, "value_and_grad"):
-            raise ValueError(
-                f"{_NAME} takes the gradient of the gradient of loss_fn with torch.func, which a TransformOptimizer closure "
-                "cannot give (it knows only its gradient): use ifn.step(transform, state, params, loss_fn) "
-                "with a loss_fn(params) written with torch.func.functional_call"
-            )
+        require_functional_loss_fn(loss_fn, _NAME, "the gradient of the gradient")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the clash warning was given when built
             objective = objective_of(loss_fn)

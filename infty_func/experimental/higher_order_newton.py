@@ -8,16 +8,15 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-import scipy.optimize
 import torch
 from torch import Tensor
 from torch.func import grad_and_value, jacfwd, jacrev
 
 from infty_func.core import random
 from infty_func.core.base import GradientTransformation
-from infty_func.core.control import is_batched
-from infty_func.core.objective import evaluate, perturbed, require_loss_fn, require_params, total_loss
-from infty_func.core.tree import tree_flatten, tree_leaves, tree_unflatten
+from infty_func.core.control import refuse_vmap
+from infty_func.core.objective import evaluate, perturbed, require_functional_loss_fn, require_loss_fn, require_params, total_loss
+from infty_func.core.tree import tree_ravel
 
 __all__ = ["higher_order_newton", "HigherOrderNewtonState", "taylor_coefficients"]
 
@@ -91,6 +90,8 @@ def _model_hessian(y, x0, value, derivatives, prox):
 def _minimise_model(value: float, derivatives: list, x0: np.ndarray, radius: float | None, prox: float, de_iters, rng):
     """The minimiser of the Taylor model (``radius``: inside the ball ``‖s‖ ≤ radius``) and
     the model's value there; ``(x0, −inf)`` when SciPy refuses the problem."""
+    import scipy.optimize  # imported on use: SciPy's optimizers add 0.3 s to import infty_func
+
     args = (x0, value, derivatives, prox)
     if radius is None:
         method, box, constraints = "trust-exact", list(zip(x0 - 10, x0 + 10)), None
@@ -227,18 +228,10 @@ def higher_order_newton(
     def update_fn(updates, state, params=None, loss_fn=None, **extra):
         del updates, extra
         params = require_params(params, _NAME)
-        if any(is_batched(leaf) for leaf in tree_leaves(params)[:1]):
-            raise ValueError(
-                f"{_NAME} minimises its Taylor model with SciPy on the host and cannot run under torch.func.vmap; "
-                "loop over the members instead"
-            )
+        refuse_vmap(_NAME, "minimises its Taylor model with SciPy on the host", params)
         loss_fn = require_loss_fn(loss_fn, _NAME)
-        if hasattr(loss_fn, "value_and_grad"):
-            raise ValueError(
-                f"{_NAME} differentiates loss_fn {order} times with torch.func, which a TransformOptimizer closure "
-                "cannot give; use the functional API (ifn.step) with a torch.func-differentiable loss_fn"
-            )
-        x, unflatten = _flatten(params)
+        require_functional_loss_fn(loss_fn, _NAME, "higher derivatives")
+        x, unflatten = tree_ravel(params)
         objective = total_loss(loss_fn)
         loss, *derivatives = taylor_coefficients(lambda v: objective(unflatten(v)), x, order)
         derivatives = [t.cpu().numpy().astype(np.float64) for t in derivatives]
@@ -276,15 +269,3 @@ def higher_order_newton(
         return unflatten(step), HigherOrderNewtonState(torch.tensor(radius, dtype=torch.float64), random.next_key(state.key))
 
     return GradientTransformation(init_fn, update_fn, needs_gradient=False, needs_value=False)
-
-
-def _flatten(tree):
-    """The leaves of ``tree`` as one vector, and the function mapping such a vector back."""
-    leaves, spec = tree_flatten(tree)
-    sizes = [leaf.numel() for leaf in leaves]
-    shapes = [leaf.shape for leaf in leaves]
-
-    def unflatten(vector):
-        return tree_unflatten([piece.reshape(shape) for piece, shape in zip(torch.split(vector, sizes), shapes)], spec)
-
-    return torch.cat([leaf.reshape(-1) for leaf in leaves]), unflatten

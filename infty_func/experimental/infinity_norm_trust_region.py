@@ -9,14 +9,20 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from scipy.optimize import lsq_linear
-from scipy.sparse.linalg import LinearOperator
 from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.control import is_batched
-from infty_func.core.objective import evaluate, perturbed, require_loss_fn, require_params, summed, total_loss
-from infty_func.core.tree import tree_flatten, tree_leaves, tree_map, tree_unflatten
+from infty_func.core.control import refuse_vmap
+from infty_func.core.objective import (
+    evaluate,
+    perturbed,
+    require_functional_loss_fn,
+    require_loss_fn,
+    require_params,
+    summed,
+    total_loss,
+)
+from infty_func.core.tree import tree_map, tree_ravel
 from infty_func.experimental.hessian_model import HessianModel, hessian_model
 
 __all__ = ["infinity_norm_trust_region", "InfinityNormTrustRegionState"]
@@ -140,23 +146,21 @@ def infinity_norm_trust_region(
         )
 
     def init_fn(params):
-        x, _ = _flatten(params)
+        x, _ = tree_ravel(params)
         return InfinityNormTrustRegionState(
             torch.zeros((), dtype=torch.int64), torch.tensor(float(init), dtype=torch.float64), model.init(x.detach())
         )
 
     def update_fn(updates, state, params=None, loss_fn=None, value=None, **extra):
         del extra
-        _refuse_vmap(params, updates)
+        refuse_vmap(_NAME, "solves its subproblem with SciPy on the host", params, updates)
         loss_fn = require_loss_fn(loss_fn, _NAME)
         params = require_params(params, _NAME)
-        if model.differentiates_twice and hasattr(loss_fn, "value_and_grad"):
-            raise ValueError(
-                f"{_NAME}: hess_model={model.name!r} differentiates loss_fn twice, which a TransformOptimizer "
-                "closure cannot give; use hess_model='bfgs' or the functional API (ifn.step)"
-            )
-        x, unflatten = _flatten(params)
-        g, _ = _flatten(updates)
+        if model.differentiates_twice:
+            needs = "second derivatives (or use hess_model='bfgs')"
+            require_functional_loss_fn(loss_fn, f"{_NAME} with hess_model={model.name!r}", needs)
+        x, unflatten = tree_ravel(params)
+        g, _ = tree_ravel(updates)
         f = float(summed(value if value is not None else evaluate(loss_fn, params)))
         objective = total_loss(loss_fn)
         hessian = state.hessian
@@ -198,6 +202,9 @@ def infinity_norm_trust_region(
 def _box_least_squares(matrix: Tensor, g: Tensor, radius: float, tol: float, dense: bool) -> tuple[Tensor, bool]:
     """``argmin_{‖d‖∞ ≤ radius} ‖B d − g‖²`` by ``lsq_linear``, and whether it failed (then
     ``g`` scaled into the box is returned instead)."""
+    from scipy.optimize import lsq_linear  # imported on use: SciPy's optimizers add 0.3 s to import infty_func
+    from scipy.sparse.linalg import LinearOperator
+
     array = matrix.detach().cpu().numpy().astype(np.float64)
     operator = array
     if not dense:  # matrix-free: lsq_linear then uses LSMR
@@ -208,23 +215,3 @@ def _box_least_squares(matrix: Tensor, g: Tensor, radius: float, tol: float, den
         largest = g.abs().amax()
         return (g * (radius / largest) if largest > radius else g), True
     return torch.as_tensor(solution, dtype=g.dtype, device=g.device), False
-
-
-def _flatten(tree):
-    """The leaves of ``tree`` as one vector, and the function mapping such a vector back."""
-    leaves, spec = tree_flatten(tree)
-    sizes = [leaf.numel() for leaf in leaves]
-    shapes = [leaf.shape for leaf in leaves]
-
-    def unflatten(vector):
-        return tree_unflatten([piece.reshape(shape) for piece, shape in zip(torch.split(vector, sizes), shapes)], spec)
-
-    return torch.cat([leaf.reshape(-1) for leaf in leaves]), unflatten
-
-
-def _refuse_vmap(*trees) -> None:
-    if any(is_batched(leaf) for tree in trees if tree is not None for leaf in tree_leaves(tree)[:1]):
-        raise ValueError(
-            f"{_NAME} solves its subproblem with SciPy on the host and cannot run under torch.func.vmap; "
-            "loop over the members instead"
-        )

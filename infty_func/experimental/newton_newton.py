@@ -14,8 +14,8 @@ from torch.func import grad, jacrev
 
 from infty_func.core.base import GradientTransformation
 from infty_func.core.control import cond
-from infty_func.core.objective import require_loss_fn, require_params, total_loss
-from infty_func.core.tree import PyTree, tree_flatten, tree_leaves, tree_unflatten
+from infty_func.core.objective import require_functional_loss_fn, require_loss_fn, require_params, total_loss
+from infty_func.core.tree import tree_leaves, tree_ravel
 
 __all__ = ["newton_newton", "NewtonNewtonState", "newton_newton_preconditioner", "dense_solve"]
 
@@ -125,30 +125,17 @@ def newton_newton(order: int = 3, reg: float = 1e-6, update_freq: int = 1) -> Gr
         del extra
         loss = total_loss(require_loss_fn(loss_fn, _NAME))
         params = require_params(params, _NAME)
-        if hasattr(loss_fn, "value_and_grad"):
-            raise ValueError(
-                f"{_NAME} takes third and higher derivatives of loss_fn with torch.func, which a TransformOptimizer closure "
-                "cannot give (it knows only its gradient): use ifn.step(transform, state, params, loss_fn) "
-                "with a loss_fn(params) written with torch.func.functional_call"
-            )
-        leaves, spec = tree_flatten(params)
-        shapes = [leaf.shape for leaf in leaves]
-        sizes = [leaf.numel() for leaf in leaves]
-
-        def unflatten(flat: Tensor) -> PyTree:
-            return tree_unflatten([part.reshape(shape) for part, shape in zip(flat.split(sizes), shapes)], spec)
-
-        def flatten(tree: PyTree) -> Tensor:
-            return torch.cat([leaf.reshape(-1) for leaf in tree_leaves(tree)])
+        require_functional_loss_fn(loss_fn, _NAME, "third and higher derivatives")
+        x, unflatten = tree_ravel(params)
 
         def rebuild():
-            return newton_newton_preconditioner(lambda flat: loss(unflatten(flat)), flatten(params), order, reg)
+            return newton_newton_preconditioner(lambda flat: loss(unflatten(flat)), x, order, reg)
 
         if update_freq == 1:
             preconditioner = rebuild()
         else:
             preconditioner = cond(state.count % update_freq == 0, rebuild, lambda: state.preconditioner)
-        solution = dense_solve(preconditioner, flatten(updates), symmetric=order <= 3)
+        solution = dense_solve(preconditioner, tree_ravel(updates)[0], symmetric=order <= 3)
         return unflatten(solution), NewtonNewtonState(state.count + 1, preconditioner)
 
     return GradientTransformation(init_fn, update_fn)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
 from infty_func.core.control import is_batched
-from infty_func.core.objective import hvp_operator, require_loss_fn, require_params
+from infty_func.core.objective import hvp_operator, require_functional_loss_fn, require_loss_fn, require_params
 from infty_func.core.tree import (
     PyTree,
     tree_add,
@@ -169,12 +169,7 @@ def newton_solver(
         del extra
         loss_fn = require_loss_fn(loss_fn, _NAME)
         params = require_params(params, _NAME)
-        if hasattr(loss_fn, "value_and_grad"):
-            raise ValueError(
-                f"{_NAME} takes Hessian-vector products of loss_fn with torch.func, which a TransformOptimizer closure "
-                "cannot give (it knows only its gradient): use ifn.step(transform, state, params, loss_fn) "
-                "with a loss_fn(params) written with torch.func.functional_call"
-            )
+        require_functional_loss_fn(loss_fn, _NAME, "Hessian-vector products")
         hessian = hvp_operator(loss_fn, params)
 
         def operator(vector):

@@ -11,7 +11,7 @@ import torch
 
 from infty_func.core.base import GradientTransformation
 from infty_func.core.control import is_batched
-from infty_func.core.objective import hvp_operator, require_loss_fn, require_params
+from infty_func.core.objective import hvp_operator, require_functional_loss_fn, require_loss_fn, require_params
 from infty_func.core.tree import PyTree, is_functorch_wrapped, tree_flatten, tree_leaves, tree_unflatten, tree_zeros_like
 
 __all__ = ["scipy_newton_cg", "ScipyNewtonCGState", "KRYLOV_METHODS"]
@@ -87,12 +87,7 @@ def scipy_newton_cg(
         del extra
         loss_fn = require_loss_fn(loss_fn, _NAME)
         params = require_params(params, _NAME)
-        if hasattr(loss_fn, "value_and_grad"):
-            raise ValueError(
-                f"{_NAME} takes Hessian-vector products of loss_fn with torch.func, which a TransformOptimizer closure "
-                "cannot give (it knows only its gradient): use ifn.step(transform, state, params, loss_fn) "
-                "with a loss_fn(params) written with torch.func.functional_call"
-            )
+        require_functional_loss_fn(loss_fn, _NAME, "Hessian-vector products")
         _refuse_transforms((params, updates))
         import scipy.sparse.linalg
 

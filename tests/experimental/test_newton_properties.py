@@ -230,7 +230,7 @@ def test_a_missing_loss_fn_or_a_transform_optimizer_closure_is_refused(name):
     params = params_of(make_mlp(sizes=SIZES))
     with pytest.raises(ValueError, match=f"{name} re-evaluates the objective and needs loss_fn"):
         tx.update(ifn.tree_zeros_like(params), tx.init(params), params)
-    with pytest.raises(ValueError, match=f"{name} takes .* loss_fn with torch.func, which a TransformOptimizer closure"):
+    with pytest.raises(ValueError, match=f"{name} needs .* of loss_fn by torch.func, which a TransformOptimizer closure"):
         adapter_run(FACTORIES[name], make_batches(1))
 
 

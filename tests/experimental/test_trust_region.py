@@ -8,11 +8,11 @@ import io
 
 import numpy as np
 import pytest
+import scipy.optimize
 import torch
 from torch import nn
 
 import infty_func as ifn
-from infty_func.experimental import infinity_norm_trust_region as intr_module
 from infty_func.experimental.hessian_model import bfgs_hessian, newton_hessian
 from infty_func.experimental.higher_order_newton import higher_order_newton, taylor_coefficients
 from infty_func.experimental.infinity_norm_trust_region import infinity_norm_trust_region
@@ -368,7 +368,7 @@ def test_a_failed_least_squares_solve_falls_back_to_the_clipped_gradient(monkeyp
     def failing(*args, **kwargs):
         raise np.linalg.LinAlgError("SVD did not converge")
 
-    monkeypatch.setattr(intr_module, "lsq_linear", failing)
+    monkeypatch.setattr(scipy.optimize, "lsq_linear", failing)
     params = rosenbrock_start()
     value, grads = ifn.value_and_grad(rosenbrock)(params)
     tx = infinity_norm_trust_region(bfgs_hessian(), init=1e-3)
