@@ -164,7 +164,9 @@ def infinity_norm_trust_region(
         f = float(summed(value if value is not None else evaluate(loss_fn, params)))
         objective = total_loss(loss_fn)
         hessian = state.hessian
-        if int(state.count) % update_freq == 0:
+        # Refresh on schedule, and always after a failed solve reset the model (a reset
+        # Newton model holds zeros until it is recomputed).
+        if int(state.count) % update_freq == 0 or not bool(hessian.started):
             hessian = model.update(hessian, x, g, lambda v: objective(unflatten(v)))
         matrix = hessian.matrix
         finfo = torch.finfo(g.dtype)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from infty_func.core.base import EmptyState, GradientTransformation
-from infty_func.core.objective import require_loss_fn, value_and_grad
+from infty_func.core.objective import require_loss_fn, require_params, value_and_grad
 from infty_func.core.tree import tree_flatten, tree_unflatten, use_foreach
 
 __all__ = ["reduce_outward_lr"]
@@ -51,10 +51,7 @@ def reduce_outward_lr(mul: float = 0.5, use_grad: bool = False, invert: bool = F
 
     def update_fn(updates, state, params=None, loss_fn=None, **extra):
         del extra
-        if params is None:
-            raise ValueError(
-                "reduce_outward_lr compares the update with the parameters' signs: call update(updates, state, params)"
-            )
+        params = require_params(params, "reduce_outward_lr")
         if use_grad:
             _, direction = value_and_grad(require_loss_fn(loss_fn, "reduce_outward_lr(use_grad=True)"))(params)
         else:

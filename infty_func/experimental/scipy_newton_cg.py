@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.control import is_batched
+from infty_func.core.control import refuse_vmap
 from infty_func.core.objective import hvp_operator, require_functional_loss_fn, require_loss_fn, require_params
-from infty_func.core.tree import PyTree, is_functorch_wrapped, tree_flatten, tree_leaves, tree_unflatten, tree_zeros_like
+from infty_func.core.tree import PyTree, is_functorch_wrapped, tree_leaves, tree_ravel, tree_zeros_like
 
 __all__ = ["scipy_newton_cg", "ScipyNewtonCGState", "KRYLOV_METHODS"]
 
@@ -37,13 +37,8 @@ def _krylov_solver(method: str | Callable) -> Callable:
 
 
 def _refuse_transforms(trees: tuple[PyTree, ...]) -> None:
-    leaves = [leaf for tree in trees for leaf in tree_leaves(tree)[:1]]
-    if any(is_batched(leaf) for leaf in leaves):
-        raise ValueError(
-            f"{_NAME} hands its linear system to SciPy on the host and cannot run under "
-            "torch.func.vmap; use newton_solver (conjugate gradient in tensor ops), which can"
-        )
-    if any(is_functorch_wrapped(leaf) for leaf in leaves):
+    refuse_vmap(_NAME, "hands its linear system to SciPy on the host (newton_solver runs CG in tensor ops, and vmaps)", *trees)
+    if any(is_functorch_wrapped(leaf) for tree in trees for leaf in tree_leaves(tree)[:1]):
         raise ValueError(f"{_NAME} hands its linear system to SciPy and cannot run inside torch.func transforms")
 
 
@@ -51,7 +46,8 @@ def scipy_newton_cg(
     method: str | Callable = "gcrotmk", warm_start: bool = False, options: dict[str, Any] | None = None
 ) -> GradientTransformation:
     """Newton step by a SciPy Krylov solver: the update ``x`` solves ``H x = u`` (``H`` the
-    Hessian of ``loss_fn`` at ``params``, ``u`` the incoming update, NaNs set to zero)
+    Hessian of ``loss_fn`` at ``params``, ``u`` the incoming update with NaN set to zero and ±inf to ±the largest float, as
+    torchzero's ``nan_to_num``)
     through a ``scipy.sparse.linalg.LinearOperator`` whose products are Hessian-vector
     products from one kept linearisation of the gradient. Chain a step size after it.
 
@@ -92,17 +88,13 @@ def scipy_newton_cg(
         import scipy.sparse.linalg
 
         hessian = hvp_operator(loss_fn, params)
-        leaves, spec = tree_flatten(updates)
-        shapes = [leaf.shape for leaf in leaves]
-        sizes = [leaf.numel() for leaf in leaves]
-        dtype, device = leaves[0].dtype, leaves[0].device
+        flat_updates, unravel = tree_ravel(updates)
 
         def to_tree(array: np.ndarray) -> PyTree:
-            flat = torch.as_tensor(np.asarray(array).reshape(-1), dtype=dtype, device=device)
-            return tree_unflatten([part.reshape(shape) for part, shape in zip(flat.split(sizes), shapes)], spec)
+            return unravel(torch.as_tensor(np.asarray(array).reshape(-1), dtype=flat_updates.dtype, device=flat_updates.device))
 
         def to_array(tree: PyTree) -> np.ndarray:
-            return torch.cat([leaf.reshape(-1) for leaf in tree_leaves(tree)]).numpy(force=True)
+            return tree_ravel(tree)[0].numpy(force=True)
 
         def matvec(array: np.ndarray) -> np.ndarray:
             return to_array(hessian(to_tree(array)))

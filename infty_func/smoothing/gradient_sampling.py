@@ -3,6 +3,7 @@ aggregated into the gradient of a smoothed (or robustified) objective."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -37,7 +38,9 @@ def sampling_perturbations(k: Tensor, params: PyTree, count: int, distribution: 
     """
     leaves, spec = tree_flatten(params)
     sizes = [leaf.numel() for leaf in leaves]
-    shape, dtype, device = (count, sum(sizes)), leaves[0].dtype, leaves[0].device
+    # one stream over all parameters, drawn in their common dtype, then cast per leaf
+    dtype = functools.reduce(torch.promote_types, [leaf.dtype for leaf in leaves])
+    shape, device = (count, sum(sizes)), leaves[0].device
     if distribution in ("gaussian", "normal", "sphere"):
         rows = random.normal(k, shape, dtype, device)
         if distribution == "sphere":
@@ -49,7 +52,7 @@ def sampling_perturbations(k: Tensor, params: PyTree, count: int, distribution: 
     else:
         raise ValueError(f"gradient_sampling: distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
     parts = torch.split(rows, sizes, dim=1)
-    return tree_unflatten([part.reshape(count, *leaf.shape) for part, leaf in zip(parts, leaves)], spec)
+    return tree_unflatten([part.reshape(count, *leaf.shape).to(leaf.dtype) for part, leaf in zip(parts, leaves)], spec)
 
 
 def _check(sigma, n, aggregate, distribution, include_x0, sigma_strategy, sigma_target) -> None:
@@ -159,7 +162,10 @@ def gradient_sampling(
 
     Args:
         sigma: the initial perturbation scale ``σ``.
-        n: the number of points per step.
+        n: the number of points per step, ``x`` itself included when ``include_x0``.
+        aggregate: ``"mean"``, ``"min"``, ``"max"``, ``"min-norm"`` or ``"min-value"``
+            (above).
+        include_x0: count ``x`` among the points (its gradient is the incoming update).
         distribution: ``"gaussian"`` (or ``"normal"``), ``"uniform"`` on ``(−1, 1)``,
             ``"sphere"`` (unit norm over all parameters) or ``"rademacher"``.
         fixed: draw the perturbations once (from ``seed``) and reuse them every step;
@@ -169,7 +175,12 @@ def gradient_sampling(
             below ``‖∇f(x)‖``; with at least ``sigma_target`` of them (a count, or a
             fraction of the finite points when a float) ``σ`` is multiplied by
             ``sigma_nplus``, otherwise by ``sigma_nminus``. ``None`` keeps ``σ``.
+        sigma_target: see ``sigma_strategy``; a float is a fraction of the finite points
+            (at least one), an int a count.
+        sigma_nplus, sigma_nminus: the factors ``σ`` is multiplied by.
         seed: the key of the perturbations.
+        chunk_size: at most this many perturbed gradients at once (``torch.func.vmap``'s
+            ``chunk_size``); ``None`` evaluates all ``n`` together.
 
     Differences from ``torchzero.modules.GradientSampling``:
 
@@ -222,7 +233,7 @@ def gradient_sampling(
             if isinstance(sigma_target, float):
                 target = torch.clamp(finite.sum().to(torch.float64) * sigma_target, min=1.0).floor()
             else:
-                target = torch.tensor(float(sigma_target), dtype=torch.float64)
+                target = float(sigma_target)
             factors = torch.tensor([sigma_nminus, sigma_nplus], dtype=torch.float64, device=state.sigma.device)
             new_sigma = state.sigma * factors[(good >= target).long()]
         new_key = state.key if fixed else random.next_key(state.key)

@@ -86,6 +86,7 @@ def test_unsigned_cbrt_matches_torchzero_once_its_eigenvector_signs_are_fixed_li
     """``|s|^⅓`` does not change sign with a basis vector, so this mode's step depends on the
     signs LAPACK picks; torchzero is run with the signs fixed as ours are (each eigenvector's
     entry on the newest gradient non-negative)."""
+    pytest.importorskip("torchzero", reason="reference package torchzero not installed (pip install --no-deps torchzero)")
     torch_linalg = importlib.import_module("torchzero.linalg.torch_linalg")
     lapack_eigh = torch_linalg.eigh
 
