@@ -7,7 +7,6 @@ import importlib
 
 import pytest
 import torch
-from torch import nn
 from torch.func import vmap
 
 import infty_func as ifn
@@ -17,6 +16,7 @@ from infty_func.experimental.cubic_adam import cubic_adam, cubic_step
 from infty_func.experimental.reduce_outward_lr import reduce_outward_lr
 from tests.adapter_runs import assert_resume_is_bit_identical
 from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
+from tests.torchzero_runs import torchzero_trained
 from tests.vmap_loop import assert_vmap_equals_loop
 
 TOLERANCE = 1e-8
@@ -30,19 +30,7 @@ def torchzero():
 def torchzero_params(*modules, steps=10):
     """The test MLP's parameters after ``steps`` of ``tz.Optimizer(modules..., LR)``."""
     tz = torchzero()
-    model = make_mlp()
-    opt = tz.Optimizer(model.parameters(), *modules, tz.m.LR(LR))
-    for x, y in make_batches(steps, seed=2):
-
-        def closure(backward=True, x=x, y=y):
-            loss = nn.functional.cross_entropy(model(x), y)
-            if backward:
-                opt.zero_grad()
-                loss.backward()
-            return loss
-
-        opt.step(closure)
-    return params_of(model)
+    return torchzero_trained(make_mlp(), [*modules, tz.m.LR(LR)], make_batches(steps, seed=2))
 
 
 def our_params(*transforms, steps=10):

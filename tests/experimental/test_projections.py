@@ -18,6 +18,7 @@ from infty_func.experimental.projection import ProjectedObjective, ProjectionSta
 from infty_func.experimental.tensorize_projection import tensorize_projection, tensorized_shape
 from tests.adapter_runs import adapter_run, assert_resume_is_bit_identical
 from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
+from tests.torchzero_runs import torchzero_trained
 from tests.vmap_loop import assert_vmap_equals_loop
 
 # The test MLP (6 → 16 → 4) has 180 entries in leaves of 96, 16, 64 and 4.
@@ -280,19 +281,7 @@ def _torchzero():
 
 def run_torchzero(modules, lr=0.1):
     tz = _torchzero()
-    model = make_mlp()
-    opt = tz.Optimizer(model.parameters(), *modules, tz.m.LR(lr))
-    for x, y in regression_batches():
-
-        def closure(backward=True, x=x, y=y):
-            loss = nn.functional.mse_loss(model(x), y)
-            if backward:
-                opt.zero_grad()
-                loss.backward()
-            return loss
-
-        opt.step(closure)
-    return params_of(model)
+    return torchzero_trained(make_mlp(), [*modules, tz.m.LR(lr)], regression_batches(), loss=nn.functional.mse_loss)
 
 
 def run_ours(tx, lr=0.1):

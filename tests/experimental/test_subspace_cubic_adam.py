@@ -8,12 +8,12 @@ import importlib
 
 import pytest
 import torch
-from torch import nn
 
 import infty_func as ifn
 from infty_func.experimental.subspace_cubic_adam import subspace_cubic_adam
 from tests.adapter_runs import assert_resume_is_bit_identical
 from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
+from tests.torchzero_runs import torchzero_trained
 from tests.vmap_loop import assert_vmap_equals_loop
 
 LR = 0.05
@@ -41,18 +41,7 @@ def torchzero_run(mode, rank, update_freq, truncate, eig_tol, damping, steps=10)
         damping=damping,
         basis_optimizer=tz.m.experimental.SubspaceCubicAdam(mode=mode),
     )
-    opt = tz.Optimizer(model.parameters(), ggt, tz.m.LR(LR))
-    for x, y in make_batches(steps, seed=2):
-
-        def closure(backward=True, x=x, y=y):
-            loss = nn.functional.cross_entropy(model(x), y)
-            if backward:
-                opt.zero_grad()
-                loss.backward()
-            return loss
-
-        opt.step(closure)
-    return params_of(model)
+    return torchzero_trained(model, [ggt, tz.m.LR(LR)], make_batches(steps, seed=2))
 
 
 def our_run(mode, rank, update_freq, truncate, eig_tol, damping, steps=10):

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 import infty_func as ifn
 from tests.adapter_runs import adapter_run, assert_resume_is_bit_identical
 from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
+from tests.torchzero_runs import require_torchzero, torchzero_trained
 from tests.vmap_loop import assert_vmap_equals_loop
-
-TORCHZERO = "reference package torchzero not installed (pip install --no-deps torchzero)"
 
 
 def sampled_points(params, state, samples, distribution="gaussian"):
@@ -231,7 +229,7 @@ def test_missing_loss_fn_is_refused_with_advice(problem):
 def torchzero_run(monkeypatch, batches, lr=0.1, **kw):
     """torchzero's GradientSampling (with an inner LR, the form that does not recurse in
     0.4.4), fed the perturbations our transform draws, and ours over the same batches."""
-    tz = pytest.importorskip("torchzero", reason=TORCHZERO)
+    tz = require_torchzero()
     from torchzero.utils import TensorList
 
     model = make_mlp()
@@ -245,20 +243,8 @@ def torchzero_run(monkeypatch, batches, lr=0.1, **kw):
         queue.extend(TensorList([drawn[k][i] for k in params]) for i in range(samples))
         params, state, _ = ifn.step(tx, state, params, loss_fn_for(model, x, y))
     monkeypatch.setattr(TensorList, "sample_like", lambda self, *a, **k: queue.pop(0))
-    reference = make_mlp()
     kw = {k: v for k, v in kw.items() if k != "seed"}
-    opt = tz.Optimizer(reference.parameters(), tz.m.GradientSampling([tz.m.LR(lr)], **kw))
-    for x, y in batches:
-
-        def closure(backward=True, x=x, y=y):
-            loss = nn.functional.cross_entropy(reference(x), y)
-            if backward:
-                opt.zero_grad()
-                loss.backward()
-            return loss
-
-        opt.step(closure)
-    return params, params_of(reference), state[0]
+    return params, torchzero_trained(make_mlp(), [tz.m.GradientSampling([tz.m.LR(lr)], **kw)], batches), state[0]
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 import infty_func as ifn
 from tests.adapter_runs import assert_resume_is_bit_identical
 from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
+from tests.torchzero_runs import require_torchzero, torchzero_trained
 from tests.vmap_loop import assert_vmap_equals_loop
 
 
@@ -49,27 +49,16 @@ def test_sigma_zero_is_the_identity():
 
 @pytest.mark.parametrize(("layerwise", "min_numel"), [(True, 4), (True, 20), (False, 4)])
 def test_matches_torchzero_over_ten_steps(layerwise, min_numel):
-    tz = pytest.importorskip("torchzero", reason="reference package torchzero not installed (pip install --no-deps torchzero)")
+    tz = require_torchzero()
     batches = make_batches(10, seed=2)
-    reference = make_mlp()
-    opt = tz.Optimizer(reference.parameters(), tz.m.LaplacianSmoothing(1.5, layerwise, min_numel), tz.m.LR(0.1))
-    for x, y in batches:
-
-        def closure(backward=True, x=x, y=y):
-            loss = nn.functional.cross_entropy(reference(x), y)
-            if backward:
-                opt.zero_grad()
-                loss.backward()
-            return loss
-
-        opt.step(closure)
+    reference = torchzero_trained(make_mlp(), [tz.m.LaplacianSmoothing(1.5, layerwise, min_numel), tz.m.LR(0.1)], batches)
     model = make_mlp()
     params = params_of(model)
     tx = ifn.chain(ifn.laplacian_smoothing(1.5, layerwise, min_numel), ifn.scale_by_learning_rate(0.1))
     state = tx.init(params)
     for x, y in batches:
         params, state, _ = ifn.step(tx, state, params, loss_fn_for(model, x, y))
-    for name, value in params_of(reference).items():
+    for name, value in reference.items():
         torch.testing.assert_close(params[name], value, rtol=0, atol=1e-10)
 
 
