@@ -73,3 +73,32 @@ def functional_stepper(model: nn.Module, transform, loss_fn: Callable) -> Callab
         box["params"], box["state"], _ = ifn.step(transform, box["state"], box["params"], loss_fn)
 
     return step
+
+
+def parse_bench_arguments(doc: str, threads: int | None = None, extra: Callable | None = None):
+    """``--repeats`` and ``--threads`` (plus what ``extra(parser)`` adds), parsed, with the
+    thread count applied: one thread gives steadier numbers on a busy 2-core machine."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=threads, help="torch threads (default: torch's own)")
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
+
+
+def print_case_ratios(cases, repeats: int, width: int = 44) -> None:
+    """Time each ``(name, ours, reference)`` pair round-robin and print ours / reference
+    (``reference`` may be ``None``: the package is not installed)."""
+    for name, ours, reference in cases:
+        steps = {"ours": ours} if reference is None else {"ours": ours, "reference": reference}
+        seconds = interleaved_medians(steps, repeats)
+        if reference is None:
+            print(f"{name:<{width}}{seconds['ours'] * 1e3:>10.2f}{'-':>14}{'-':>8}")
+        else:
+            ratio = seconds["ours"] / seconds["reference"]
+            print(f"{name:<{width}}{seconds['ours'] * 1e3:>10.2f}{seconds['reference'] * 1e3:>14.2f}{ratio:>7.2f}x")

@@ -18,7 +18,6 @@ Run: python bench/experimental_elementwise.py [--repeats N] [--threads T]
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_medians, mlp, parameter_count  # noqa: E402
+from common import interleaved_medians, mlp, parameter_count, parse_bench_arguments  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 from infty_func.experimental.coordinate_momentum import coordinate_momentum  # noqa: E402
@@ -100,12 +99,7 @@ def cases() -> list[tuple[str, Callable[[], object], Callable[[], object] | None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 gives steadier numbers on a busy machine)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_bench_arguments(__doc__)
     print(f"{parameter_count(mlp(SIZES)) / 1e6:.2f}M parameters")
     _, grads = _problem()
     copy_only = lambda: [g.clone() for g in grads]  # noqa: E731

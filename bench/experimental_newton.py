@@ -16,7 +16,6 @@ Run: python bench/experimental_newton.py [--repeats N] [--threads T]
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ from torch import nn
 from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import functional_stepper, interleaved_medians, mlp  # noqa: E402
+from common import functional_stepper, mlp, parse_bench_arguments, print_case_ratios  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 from infty_func.experimental.curveball import curveball  # noqa: E402
@@ -103,20 +102,9 @@ def cases() -> list[tuple[str, Callable[[], object], Callable[[], object] | None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 gives steadier numbers on a busy machine)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for name, ours, theirs in cases():
-        steps = {"ours": ours} if theirs is None else {"ours": ours, "torchzero": theirs}
-        seconds = {key: value * 1e3 for key, value in interleaved_medians(steps, args.repeats).items()}
-        if theirs is None:
-            print(f"  {name:<32}ours {seconds['ours']:8.2f} ms (torchzero not installed)")
-            continue
-        ratio = seconds["ours"] / seconds["torchzero"]
-        print(f"  {name:<32}ours {seconds['ours']:8.2f} ms | torchzero {seconds['torchzero']:8.2f} ms | {ratio:5.2f}x")
+    args = parse_bench_arguments(__doc__)
+    print(f"{'module':<44}{'ours ms':>10}{'torchzero ms':>14}{'ratio':>8}")
+    print_case_ratios(cases(), args.repeats)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Run: python bench/experimental_projections.py [--repeats N]
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_medians, mlp, parameter_count  # noqa: E402
+from common import mlp, parameter_count, parse_bench_arguments, print_case_ratios  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 from infty_func.experimental.block_partition import block_partition  # noqa: E402
@@ -104,21 +103,11 @@ def cases() -> list[tuple[str, Callable[[], object], Callable[[], object] | None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_bench_arguments(__doc__)
     torch.manual_seed(0)
     print(f"{parameter_count(mlp(SIZES)) / 1e6:.2f}M parameters, Adam inside each projection, {torch.get_num_threads()} threads")
-    for name, ours, theirs in cases():
-        steps = {"ours": ours} if theirs is None else {"ours": ours, "torchzero": theirs}
-        seconds = interleaved_medians(steps, args.repeats)
-        line = f"  {name:<40}{seconds['ours'] * 1e3:>9.2f} ms"
-        if theirs is not None:
-            line += f"  torchzero {seconds['torchzero'] * 1e3:>9.2f} ms  {seconds['ours'] / seconds['torchzero']:.2f}x"
-        print(line)
+    print(f"{'module':<44}{'ours ms':>10}{'torchzero ms':>14}{'ratio':>8}")
+    print_case_ratios(cases(), args.repeats)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Run: python bench/experimental_trust_region.py [--repeats N] [--threads T]
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_medians  # noqa: E402
+from common import parse_bench_arguments, print_case_ratios  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 from infty_func.experimental.higher_order_newton import higher_order_newton  # noqa: E402
@@ -149,22 +148,11 @@ def cases() -> list[tuple[str, Callable[[], object], Callable[[], object] | None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: these problems are tiny)")
-    args = parser.parse_args()
     # At 2 to 28 parameters a second OpenMP thread only adds synchronisation; on the loaded
     # 2-core machine it made small matmuls and backward passes 10-500x slower, for both.
-    torch.set_num_threads(args.threads)
+    args = parse_bench_arguments(__doc__, threads=1)
     print(f"{'module':<52}{'ours ms':>10}{'torchzero ms':>14}{'ratio':>8}")
-    for name, ours, reference in cases():
-        steps = {"ours": ours} if reference is None else {"ours": ours, "torchzero": reference}
-        seconds = interleaved_medians(steps, args.repeats)
-        if reference is None:
-            print(f"{name:<52}{seconds['ours'] * 1e3:>10.2f}{'-':>14}{'-':>8}")
-        else:
-            ratio = seconds["ours"] / seconds["torchzero"]
-            print(f"{name:<52}{seconds['ours'] * 1e3:>10.2f}{seconds['torchzero'] * 1e3:>14.2f}{ratio:>7.2f}x")
+    print_case_ratios(cases(), args.repeats, width=52)
 
 
 if __name__ == "__main__":
