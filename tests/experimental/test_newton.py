@@ -18,6 +18,7 @@ from infty_func.experimental.newton_newton import newton_newton, newton_newton_p
 from infty_func.experimental.newton_solver import newton_solver
 from infty_func.experimental.scipy_newton_cg import scipy_newton_cg
 from tests.conftest import make_batches, make_mlp, params_of
+from tests.torchzero_runs import torchzero_trained
 
 # Newton steps need a problem where they make sense: L2-damped softmax regression, 3
 # features and 2 classes (8 parameters, Hessian positive definite, eigenvalues ≥ 0.1).
@@ -38,19 +39,12 @@ def regression_batches(count=10):
 
 
 def torchzero_run(tz, modules, model, batches, decay):
-    """Train ``model`` with ``tz.Optimizer(..., *modules)``."""
-    opt = tz.Optimizer(model.parameters(), *modules)
-    for x, y in batches:
+    """Train ``model`` with ``tz.Optimizer(..., *modules)`` on the L2-damped cross-entropy."""
 
-        def closure(backward=True, x=x, y=y):
-            loss = nn.functional.cross_entropy(model(x), y) + 0.5 * decay * sum((p**2).sum() for p in model.parameters())
-            if backward:
-                opt.zero_grad()
-                loss.backward()
-            return loss
+    def damped(logits, y):
+        return nn.functional.cross_entropy(logits, y) + 0.5 * decay * sum((p**2).sum() for p in model.parameters())
 
-        opt.step(closure)
-    return params_of(model)
+    return torchzero_trained(model, modules, batches, loss=damped)
 
 
 def functional_run(tx, sizes, batches, decay):
