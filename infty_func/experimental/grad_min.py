@@ -47,6 +47,11 @@ def grad_min_objective(
     ``loss_fn`` (differentiable by ``torch.func``); pass it to any transform, e.g. a line
     search, that should see ``F`` rather than ``f``. Arguments as in :func:`grad_min`."""
     _check(loss_term, relative, graft)
+    return _objective(loss_fn, loss_term, relative, graft, square, mean, maximize_grad)
+
+
+def _objective(loss_fn, loss_term, relative, graft, square, mean, maximize_grad) -> Callable[[PyTree], Tensor]:
+    """:func:`grad_min_objective` without the argument checks (made once, when built)."""
     loss = total_loss(loss_fn)
 
     def objective(params: PyTree) -> Tensor:
@@ -109,7 +114,6 @@ def grad_min(
     as torchzero's ``modify_loss=True`` does. ``create_graph`` is not taken.
     """
     _check(loss_term, relative, graft)
-    objective_of = lambda loss_fn: grad_min_objective(loss_fn, loss_term, relative, graft, square, mean, maximize_grad)
 
     def init_fn(params):
         del params
@@ -120,9 +124,7 @@ def grad_min(
         loss_fn = require_loss_fn(loss_fn, _NAME)
         params = require_params(params, _NAME)
         require_functional_loss_fn(loss_fn, _NAME, "the gradient of the gradient")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the clash warning was given when built
-            objective = objective_of(loss_fn)
+        objective = _objective(loss_fn, loss_term, relative, graft, square, mean, maximize_grad)
         # Outside torch.func transforms the outer derivative is plain autograd (1.3× faster).
         _, gradient = value_and_grad(objective)(params)
         return gradient, state
