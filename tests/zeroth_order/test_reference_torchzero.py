@@ -9,6 +9,7 @@ from torch import nn
 
 import infty_func as ifn
 from tests.conftest import loss_fn_for, params_of
+from tests.torchzero_runs import torchzero_trained
 from tests.zeroth_order.injection import forward_tangents, spsa_directions
 
 tz = pytest.importorskip("torchzero", reason="reference package torchzero not installed (pip install --no-deps torchzero)")
@@ -62,19 +63,7 @@ def with_injected_mezo(by_step):
 
 
 def run_torchzero(module):
-    model = make_model()
-    opt = tz.Optimizer(model.parameters(), module, tz.m.LR(LR))
-    for x, y in batches():
-
-        def closure(backward=True):
-            loss = nn.functional.cross_entropy(model(x), y)
-            if backward:
-                opt.zero_grad()
-                loss.backward()
-            return loss
-
-        opt.step(closure)
-    return params_of(model)
+    return torchzero_trained(make_model(), [module, tz.m.LR(LR)], batches())
 
 
 def run_ours(estimator):
