@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import infty_func as ifn
-from tests.conftest import make_mlp, params_of
+from tests.conftest import loss_fn_for, make_mlp, params_of
 
 
 def adapter_run(factory: Callable[[], ifn.GradientTransformation], batches, model=None, opt=None):
@@ -28,6 +28,17 @@ def adapter_run(factory: Callable[[], ifn.GradientTransformation], batches, mode
 
         opt.step(closure)
     return model, opt
+
+
+def functional_trained(transform: ifn.GradientTransformation, batches, model: nn.Module | None = None) -> dict:
+    """The test MLP's (or ``model``'s) parameters after one ``ifn.step`` of ``transform``
+    per batch: the functional twin of :func:`adapter_run`."""
+    model = model or make_mlp()
+    params = params_of(model)
+    state = transform.init(params)
+    for x, y in batches:
+        params, state, _ = ifn.step(transform, state, params, loss_fn_for(model, x, y))
+    return params
 
 
 def infty_two_task_run(opt, model: nn.Module, batches) -> None:

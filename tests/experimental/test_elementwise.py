@@ -14,7 +14,7 @@ from infty_func.core import random
 from infty_func.experimental.coordinate_momentum import _refresh_masks, coordinate_momentum
 from infty_func.experimental.cubic_adam import cubic_adam, cubic_step
 from infty_func.experimental.reduce_outward_lr import reduce_outward_lr
-from tests.adapter_runs import assert_resume_is_bit_identical
+from tests.adapter_runs import assert_resume_is_bit_identical, functional_trained
 from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
 from tests.torchzero_runs import torchzero_trained
 from tests.vmap_loop import assert_vmap_equals_loop
@@ -35,13 +35,7 @@ def torchzero_params(*modules, steps=10):
 
 def our_params(*transforms, steps=10):
     """The same run through ``ifn.step`` with ``chain(transforms..., lr)``."""
-    model = make_mlp()
-    params = params_of(model)
-    tx = ifn.chain(*transforms, ifn.scale_by_learning_rate(LR))
-    state = tx.init(params)
-    for x, y in make_batches(steps, seed=2):
-        params, state, _ = ifn.step(tx, state, params, loss_fn_for(model, x, y))
-    return params
+    return functional_trained(ifn.chain(*transforms, ifn.scale_by_learning_rate(LR)), make_batches(steps, seed=2))
 
 
 def assert_same_run(ours: dict, theirs: dict, atol: float = TOLERANCE) -> None:

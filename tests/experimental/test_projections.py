@@ -16,7 +16,7 @@ from infty_func.experimental.block_partition import block_partition
 from infty_func.experimental.fft_projection import fft_projection
 from infty_func.experimental.projection import ProjectedObjective, ProjectionState
 from infty_func.experimental.tensorize_projection import tensorize_projection, tensorized_shape
-from tests.adapter_runs import adapter_run, assert_resume_is_bit_identical
+from tests.adapter_runs import adapter_run, assert_resume_is_bit_identical, functional_trained
 from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
 from tests.torchzero_runs import torchzero_trained
 from tests.vmap_loop import assert_vmap_equals_loop
@@ -263,11 +263,7 @@ def test_the_adapter_with_closures_equals_the_functional_path_for_a_sam_inner():
     )
     batches = make_batches(4)
     model, _ = adapter_run(factory, batches)
-    tx, reference = factory(), make_mlp()
-    params = params_of(reference)
-    state = tx.init(params)
-    for x, y in batches:
-        params, state, _ = ifn.step(tx, state, params, loss_fn_for(reference, x, y))
+    params = functional_trained(factory(), batches)
     for key, value in params_of(model).items():
         torch.testing.assert_close(value, params[key], rtol=0, atol=1e-12)
 

@@ -11,8 +11,8 @@ import torch
 
 import infty_func as ifn
 from infty_func.experimental.subspace_cubic_adam import subspace_cubic_adam
-from tests.adapter_runs import assert_resume_is_bit_identical
-from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
+from tests.adapter_runs import assert_resume_is_bit_identical, functional_trained
+from tests.conftest import make_batches, make_mlp, params_of
 from tests.torchzero_runs import torchzero_trained
 from tests.vmap_loop import assert_vmap_equals_loop
 
@@ -45,16 +45,11 @@ def torchzero_run(mode, rank, update_freq, truncate, eig_tol, damping, steps=10)
 
 
 def our_run(mode, rank, update_freq, truncate, eig_tol, damping, steps=10):
-    model = make_mlp()
-    params = params_of(model)
     tx = ifn.chain(
         subspace_cubic_adam(rank, mode=mode, update_freq=update_freq, truncate=truncate, eig_tol=eig_tol, damping=damping),
         ifn.scale_by_learning_rate(LR),
     )
-    state = tx.init(params)
-    for x, y in make_batches(steps, seed=2):
-        params, state, _ = ifn.step(tx, state, params, loss_fn_for(model, x, y))
-    return params
+    return functional_trained(tx, make_batches(steps, seed=2))
 
 
 def assert_same_run(ours, theirs):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import infty_func as ifn
-from tests.adapter_runs import adapter_run, assert_resume_is_bit_identical
+from tests.adapter_runs import adapter_run, assert_resume_is_bit_identical, functional_trained
 from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
 from tests.torchzero_runs import require_torchzero, torchzero_trained
 from tests.vmap_loop import assert_vmap_equals_loop
@@ -177,11 +177,7 @@ def test_adapter_equals_the_functional_path():
     batches = make_batches(4, seed=6)
     factory = lambda: ifn.chain(ifn.gradient_sampling(0.2, 4, fixed=False, seed=2), ifn.sgd(0.1, momentum=0.9))  # noqa: E731
     model, _ = adapter_run(factory, batches)
-    reference = make_mlp()
-    params, tx = params_of(reference), factory()
-    state = tx.init(params)
-    for x, y in batches:
-        params, state, _ = ifn.step(tx, state, params, loss_fn_for(reference, x, y))
+    params = functional_trained(factory(), batches)
     for name, value in params_of(model).items():
         torch.testing.assert_close(value, params[name], rtol=0, atol=1e-13)
 

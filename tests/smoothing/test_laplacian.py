@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import infty_func as ifn
-from tests.adapter_runs import assert_resume_is_bit_identical
-from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
+from tests.adapter_runs import assert_resume_is_bit_identical, functional_trained
+from tests.conftest import make_batches, make_mlp, params_of
 from tests.torchzero_runs import require_torchzero, torchzero_trained
 from tests.vmap_loop import assert_vmap_equals_loop
 
@@ -52,12 +52,8 @@ def test_matches_torchzero_over_ten_steps(layerwise, min_numel):
     tz = require_torchzero()
     batches = make_batches(10, seed=2)
     reference = torchzero_trained(make_mlp(), [tz.m.LaplacianSmoothing(1.5, layerwise, min_numel), tz.m.LR(0.1)], batches)
-    model = make_mlp()
-    params = params_of(model)
-    tx = ifn.chain(ifn.laplacian_smoothing(1.5, layerwise, min_numel), ifn.scale_by_learning_rate(0.1))
-    state = tx.init(params)
-    for x, y in batches:
-        params, state, _ = ifn.step(tx, state, params, loss_fn_for(model, x, y))
+    ours = ifn.chain(ifn.laplacian_smoothing(1.5, layerwise, min_numel), ifn.scale_by_learning_rate(0.1))
+    params = functional_trained(ours, batches)
     for name, value in reference.items():
         torch.testing.assert_close(params[name], value, rtol=0, atol=1e-10)
 
