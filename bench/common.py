@@ -102,3 +102,17 @@ def print_case_ratios(cases, repeats: int, width: int = 44) -> None:
         else:
             ratio = seconds["ours"] / seconds["reference"]
             print(f"{name:<{width}}{seconds['ours'] * 1e3:>10.2f}{seconds['reference'] * 1e3:>14.2f}{ratio:>7.2f}x")
+
+
+def torchzero_closure(opt, loss_of: Callable[[], torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """torchzero's closure convention for ``opt``: ``closure(backward=True)`` evaluates
+    ``loss_of()`` and, when asked, zeroes the grads and runs the backward pass."""
+
+    def closure(backward=True):
+        loss = loss_of()
+        if backward:
+            opt.zero_grad()
+            loss.backward()
+        return loss
+
+    return closure

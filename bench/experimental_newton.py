@@ -25,7 +25,7 @@ from torch import nn
 from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import functional_stepper, mlp, parse_bench_arguments, print_case_ratios  # noqa: E402
+from common import functional_stepper, mlp, parse_bench_arguments, print_case_ratios, torchzero_closure  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 from infty_func.experimental.curveball import curveball  # noqa: E402
@@ -61,13 +61,7 @@ def _torchzero(module: Callable, lr: float, sizes) -> Callable[[], object] | Non
     x, y = _batch(sizes)
     opt = tz.Optimizer(model.parameters(), module(tz.m.experimental), tz.m.LR(lr))
 
-    def closure(backward=True):
-        loss = nn.functional.cross_entropy(model(x), y)
-        if backward:
-            opt.zero_grad()
-            loss.backward()
-        return loss
-
+    closure = torchzero_closure(opt, lambda: nn.functional.cross_entropy(model(x), y))
     return lambda: opt.step(closure)
 
 

@@ -29,7 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parse_bench_arguments, print_case_ratios  # noqa: E402
+from common import parse_bench_arguments, print_case_ratios, torchzero_closure  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 from infty_func.experimental.higher_order_newton import higher_order_newton  # noqa: E402
@@ -97,17 +97,7 @@ def torchzero_step(module, parameters: list, closure_of: Callable, warm_steps: i
 
 
 def _backward_closure(loss_fn: Callable[[], torch.Tensor]):
-    def closure_of(opt):
-        def closure(backward=True):
-            loss = loss_fn()
-            if backward:
-                opt.zero_grad()
-                loss.backward()
-            return loss
-
-        return closure
-
-    return closure_of
+    return lambda opt: torchzero_closure(opt, loss_fn)
 
 
 def cases() -> list[tuple[str, Callable[[], object], Callable[[], object] | None]]:

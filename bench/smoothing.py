@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import classification_problem, functional_stepper, interleaved_medians, mlp, parameter_count  # noqa: E402
+from common import classification_problem, functional_stepper, interleaved_medians, mlp, parameter_count, torchzero_closure  # noqa: E402
 
 import infty_func as ifn  # noqa: E402
 
@@ -70,14 +70,7 @@ def gradient_sampling(repeats: int, tz, n: int) -> None:
     if tz is not None:
         reference_model = mlp(SAMPLING_SIZES)
         opt = tz.Optimizer(reference_model.parameters(), tz.m.GradientSampling([tz.m.LR(1e-3)], sigma=0.01, n=n, fixed=False))
-
-        def closure(backward=True):
-            loss = nn.functional.cross_entropy(reference_model(x), y)
-            if backward:
-                opt.zero_grad()
-                loss.backward()
-            return loss
-
+        closure = torchzero_closure(opt, lambda: nn.functional.cross_entropy(reference_model(x), y))
         baseline = f"torchzero GradientSampling (n={n})"
         steps[baseline] = lambda: opt.step(closure)
     title = f"Gradient sampling, whole step, {parameter_count(model) / 1e3:.0f}k parameters, batch 64"
