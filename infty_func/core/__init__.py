@@ -12,6 +12,7 @@ from infty_func.core.base import (
     identity,
     named_chain,
     stateless,
+    update_in_place,
 )
 from infty_func.core.batch_norm import freeze_batch_norm_when_perturbed, frozen_batch_norm
 from infty_func.core.control import cond, is_batched
@@ -44,6 +45,7 @@ __all__ = [
     "identity",
     "named_chain",
     "stateless",
+    "update_in_place",
     "cond",
     "is_batched",
     "evaluate",

@@ -23,6 +23,7 @@ from infty_func.core.tree import (
     tree_map,
     tree_unflatten,
     use_foreach,
+    writable,
 )
 
 Params = PyTree
@@ -40,6 +41,7 @@ __all__ = [
     "identity",
     "stateless",
     "apply_updates",
+    "update_in_place",
 ]
 
 
@@ -53,12 +55,22 @@ class GradientTransformation(NamedTuple):
     ``needs_value`` tells it, for such methods, whether to evaluate the loss at the
     current parameters first (the ``value`` extra); a two-sided zeroth-order estimate
     does not use it and sets it to ``False``, saving a forward pass.
+
+    ``update_in_place`` (optional) is ``update`` for a caller that owns the state, as
+    :class:`~infty_func.optim.TransformOptimizer` does:
+    ``update_in_place(updates, state, params=None, owned=False, **extra) -> (updates,
+    state, owned)``, with the same results as ``update`` bit for bit. It may overwrite the
+    tensors of ``state`` (the caller must not read them afterwards) and, when ``owned`` is
+    true, those of ``updates``; it never writes ``params``. The returned flag says whether
+    the caller owns the returned updates (they share memory with nothing it must keep).
+    :func:`chain` passes ownership along; see :func:`update_in_place`.
     """
 
     init: Callable[[Params], State]
     update: Callable[..., tuple[Updates, State]]
     needs_gradient: bool = True
     needs_value: bool = True
+    update_in_place: Callable[..., tuple[Updates, State]] | None = None
 
 
 class EmptyState(NamedTuple):
@@ -110,19 +122,56 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     def init_fn(params):
         return tuple(t.init(params) for t in transforms)
 
-    def update_fn(updates, state, params=None, **extra):
+    def check(state):
         if len(state) != len(transforms):
             raise ValueError(
                 f"chain of {len(transforms)} transforms got a state of {len(state)} members"
             )
+
+    def update_fn(updates, state, params=None, **extra):
+        check(state)
         new_states = []
         for transform, member_state in zip(transforms, state):
             updates, member_state = transform.update(updates, member_state, params, **extra)
             new_states.append(member_state)
         return updates, tuple(new_states)
 
+    def update_in_place_fn(updates, state, params=None, owned=False, **extra):
+        check(state)
+        new_states = []
+        for transform, member_state in zip(transforms, state):
+            updates, member_state, owned = update_in_place(
+                transform, updates, member_state, params, owned, **extra
+            )
+            new_states.append(member_state)
+        return updates, tuple(new_states), owned
+
     first = transforms[0] if transforms else identity()
-    return GradientTransformation(init_fn, update_fn, first.needs_gradient, first.needs_value)
+    return GradientTransformation(
+        init_fn, update_fn, first.needs_gradient, first.needs_value, update_in_place_fn
+    )
+
+
+def update_in_place(
+    transform: GradientTransformation,
+    updates: Updates,
+    state: State,
+    params: Params | None = None,
+    owned: bool = False,
+    **extra: Any,
+) -> tuple[Updates, State, bool]:
+    """``transform.update`` for a caller that owns ``state`` (and ``updates`` when
+    ``owned``): ``(updates, state, owned)``, through the transform's ``update_in_place``
+    when it has one, else through ``update`` (whose output may be its state's own tensors,
+    as momentum returns its buffer, so it is not owned).
+
+    The updates and state are those of ``transform.update`` bit for bit; only memory is
+    reused.
+    """
+    if transform.update_in_place is None:
+        updates, state = transform.update(updates, state, params, **extra)
+        return updates, state, False
+    return transform.update_in_place(updates, state, params, owned, **extra)
 
 
 def named_chain(*named: tuple[str, GradientTransformation]) -> GradientTransformation:
@@ -145,25 +194,42 @@ def named_chain(*named: tuple[str, GradientTransformation]) -> GradientTransform
         )
         return updates, dict(zip(names, states))
 
-    return GradientTransformation(init_fn, update_fn, inner.needs_gradient, inner.needs_value)
+    def update_in_place_fn(updates, state, params=None, owned=False, **extra):
+        updates, states, owned = inner.update_in_place(
+            updates, tuple(state[name] for name in names), params, owned, **extra
+        )
+        return updates, dict(zip(names, states)), owned
+
+    return GradientTransformation(
+        init_fn, update_fn, inner.needs_gradient, inner.needs_value, update_in_place_fn
+    )
 
 
-def apply_updates(params: Params, updates: Updates) -> Params:
+def apply_updates(params: Params, updates: Updates, in_place: bool = False) -> Params:
     """``params + updates`` leaf by leaf (a new tree; ``params`` is not modified).
 
     The sum keeps each parameter's dtype, so low-precision parameters with float32
-    updates stay low-precision.
+    updates stay low-precision. With ``in_place`` the sum is written into ``params`` where
+    that is safe (plain contiguous tensors not recording autograd history, or contiguous
+    stacked tensors under vmap), with the same kernel and so the same bits; the returned
+    tree is the result either way.
     """
     assert_same_structure(params, updates, "params", "updates")
     leaves_p, spec = tree_flatten(params)
     leaves_u = tree_leaves(updates)
     same_dtype = all(p.dtype == u.dtype for p, u in zip(leaves_p, leaves_u))
     if same_dtype and use_foreach(leaves_p, leaves_u):
+        if in_place and writable(leaves_p):
+            torch._foreach_add_(leaves_p, leaves_u)
+            return params
         return tree_unflatten(torch._foreach_add(leaves_p, leaves_u), spec)
     if same_dtype:  # under vmap, one foreach kernel on the stacked tensors when possible
         peeled = peel([*leaves_p, *leaves_u])
         if peeled is not None:
             level, stacked = peeled
             n = len(leaves_p)
+            if in_place and writable(stacked[:n]):
+                torch._foreach_add_(stacked[:n], stacked[n:])
+                return tree_unflatten(rewrap(stacked[:n], level), spec)
             return tree_unflatten(rewrap(torch._foreach_add(stacked[:n], stacked[n:]), level), spec)
     return tree_map(lambda p, u: (p + u).to(p.dtype), params, updates)

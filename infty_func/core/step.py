@@ -7,9 +7,10 @@ from typing import Any
 
 import torch
 
-from infty_func.core.base import GradientTransformation, Params, State, apply_updates
+from infty_func.core.base import GradientTransformation, Params, State, apply_updates, update_in_place
+from infty_func.core.batched import storage_address
 from infty_func.core.objective import evaluate, value_and_derivative
-from infty_func.core.tree import PyTree
+from infty_func.core.tree import PyTree, tree_leaves
 
 __all__ = ["step"]
 
@@ -19,6 +20,8 @@ def step(
     state: State,
     params: Params,
     loss_fn: Callable[[PyTree], Any],
+    *,
+    donate: bool = False,
     **extra: Any,
 ) -> tuple[Params, State, Any]:
     """One step: differentiate ``loss_fn`` at ``params``, transform, apply.
@@ -31,6 +34,13 @@ def step(
     usually keeps its own loss estimate). ``loss_fn`` and ``value`` reach the transform as extras, together
     with any other keyword. ``value`` excludes aux outputs. Pure, so it runs under
     ``torch.func.vmap``.
+
+    ``donate=True`` hands ``params`` and ``state`` over to the step, as JAX's
+    ``donate_argnums`` does: it may write its results into their memory (through
+    :func:`~infty_func.update_in_place` and an in-place ``apply_updates``) instead of
+    allocating new tensors, which on CPU spares the page faults of fresh parameter-sized
+    buffers. The results are the same bit for bit; read the returned params and state and
+    never the donated ones again. Still vmappable (the stacked tensors are written).
     """
     if not isinstance(transform, GradientTransformation):
         raise TypeError(f"step needs a GradientTransformation, got {type(transform).__name__}")
@@ -39,8 +49,28 @@ def step(
         # that require grad.
         with torch.no_grad():
             value = evaluate(loss_fn, params) if transform.needs_value else None
-            updates, state = transform.update(None, state, params, loss_fn=loss_fn, value=value, **extra)
-            return apply_updates(params, updates), state, value
+            updates, state = _update(transform, None, state, params, donate, loss_fn=loss_fn, value=value, **extra)
+            return _apply(params, updates, state, donate), state, value
     value, grads = value_and_derivative(loss_fn)(params)
-    updates, state = transform.update(grads, state, params, loss_fn=loss_fn, value=value, **extra)
-    return apply_updates(params, updates), state, value
+    updates, state = _update(transform, grads, state, params, donate, loss_fn=loss_fn, value=value, **extra)
+    return _apply(params, updates, state, donate), state, value
+
+
+def _update(transform, updates, state, params, donate, **extra):
+    if not donate:
+        return transform.update(updates, state, params, **extra)
+    # The gradients are new, but autodiff may hand back a tensor that lives elsewhere (an
+    # expanded constant): they are not declared owned.
+    updates, state, _ = update_in_place(transform, updates, state, params, owned=False, **extra)
+    return updates, state
+
+
+def _apply(params, updates, state, donate):
+    """``apply_updates``, in place when the params are donated and nothing the step
+    returns shares their memory (a state may keep the params themselves: writing them
+    would change it too)."""
+    if donate:
+        own = {storage_address(p) for p in tree_leaves(params)}
+        others = (storage_address(x) for x in (*tree_leaves(updates), *tree_leaves(state)) if isinstance(x, torch.Tensor))
+        donate = own.isdisjoint(others)
+    return apply_updates(params, updates, in_place=donate)

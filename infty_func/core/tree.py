@@ -122,18 +122,32 @@ def tree_mul(a: PyTree, b: PyTree) -> PyTree:
     return _binary(a, b, torch._foreach_mul, torch.mul)
 
 
-def tree_scale(tree: PyTree, factor: float | Tensor) -> PyTree:
-    """``factor * tree``; ``factor`` is a number or a 0-d tensor."""
+def tree_scale(tree: PyTree, factor: float | Tensor, in_place: bool = False) -> PyTree:
+    """``factor * tree``; ``factor`` is a number or a 0-d tensor.
+
+    With ``in_place`` the product is written into the leaves where that is safe (plain
+    contiguous tensors, or contiguous stacked tensors under vmap), with the same kernel and
+    so the same bits; elsewhere a new tree is returned. Read the returned tree either way.
+    """
     leaves, spec = tree_flatten(tree)
     if use_foreach(leaves) and not is_functorch_wrapped(factor):
+        if in_place and writable(leaves):
+            torch._foreach_mul_(leaves, factor)
+            return tree
         return tree_unflatten(torch._foreach_mul(leaves, factor), spec)
-    stacked = _scaled_stacked(leaves, factor)
+    stacked = _scaled_stacked(leaves, factor, in_place)
     if stacked is not None:
         return tree_unflatten(stacked, spec)
     if isinstance(factor, Tensor):
         # Match each leaf's dtype: a batched float64 factor would widen the whole product.
         return tree_unflatten([leaf * factor.to(leaf.dtype) for leaf in leaves], spec)
     return tree_unflatten([leaf * factor for leaf in leaves], spec)
+
+
+def writable(leaves: Sequence[Tensor]) -> bool:
+    """Whether an in-place kernel may write these plain tensors: contiguous (so no element
+    is stored twice, as in an expanded tensor) and not recording autograd history."""
+    return all(leaf.is_contiguous() and not leaf.requires_grad for leaf in leaves)
 
 
 def tree_add_scaled(a: PyTree, factor: float | Tensor, b: PyTree) -> PyTree:
@@ -316,9 +330,10 @@ def tree_set(tree: PyTree, **values: Any) -> PyTree:
 
 
 
-def _scaled_stacked(leaves: list, factor) -> list | None:
+def _scaled_stacked(leaves: list, factor, in_place: bool = False) -> list | None:
     """Under vmap, ``factor * leaves`` on the stacked tensors in one foreach kernel (see
-    :mod:`infty_func.core.batched`); ``None`` when the operands do not allow it."""
+    :mod:`infty_func.core.batched`), written into them with ``in_place`` when they are
+    writable; ``None`` when the operands do not allow it."""
     from infty_func.core.batched import along_batch, peel, peel_scalar, rewrap
 
     peeled = peel(leaves)
@@ -329,5 +344,8 @@ def _scaled_stacked(leaves: list, factor) -> list | None:
         plain = peel_scalar(factor, level)
         if plain is None:
             return None
-        return rewrap(torch._foreach_mul(stacked, [along_batch(plain, leaf) for leaf in stacked]), level)
+        factor = [along_batch(plain, leaf) for leaf in stacked]
+    if in_place and writable(stacked):
+        torch._foreach_mul_(stacked, factor)
+        return rewrap(stacked, level)
     return rewrap(torch._foreach_mul(stacked, factor), level)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from infty_func.core.base import GradientTransformation
+from infty_func.core.base import GradientTransformation, update_in_place
 from infty_func.core.tree import tree_get, tree_get_all, tree_leaves, tree_set
 from infty_func.optim.checkpoint import restored, saved_leaves
 from infty_func.optim.closure_objective import ClosureObjective
@@ -63,8 +63,11 @@ class TransformOptimizer(torch.optim.Optimizer):
       running statistics untouched, as ``infty`` does.
     * ``state_dict`` / ``load_state_dict`` save and restore the transform's state, so a
       resumed run is bit-identical to an uninterrupted one.
-    * Results equal the functional path (``update`` then ``apply_updates``) bit for bit;
-      only the final addition runs in place.
+    * Results equal the functional path (``update`` then ``apply_updates``) bit for bit.
+      The optimizer owns the transform's state, so it steps through
+      :func:`~infty_func.update_in_place`: members that have an in-place form (Adam, the
+      learning rate) overwrite their buffers instead of allocating new ones, and the final
+      addition runs in place.
     """
 
     def __init__(self, params: Iterable[Any], transform: GradientTransformation, model: torch.nn.Module | None = None):
@@ -118,7 +121,11 @@ class TransformOptimizer(torch.optim.Optimizer):
             extra["value"] = objective._loss(loss).detach() if loss is not None else None
         self._sync_lr()
         grads = self._grads_tree() if self.transform.needs_gradient else None
-        updates, self.transform_state = self.transform.update(grads, self.transform_state, self._params_tree(), **extra)
+        # The optimizer owns its state, so the transform may reuse its buffers; the grads
+        # belong to the user (owned=False) and are never written.
+        updates, self.transform_state, _ = update_in_place(
+            self.transform, grads, self.transform_state, self._params_tree(), owned=False, **extra
+        )
         torch._foreach_add_(list(parameters), tree_leaves(updates))
         if loss is None and closure is not None:
             # A method that never evaluates f(w) (two-sided zeroth order) keeps an estimate.

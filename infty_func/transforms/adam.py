@@ -8,8 +8,16 @@ import torch
 from torch import Tensor
 
 from infty_func.core.base import GradientTransformation
-from infty_func.core.batched import along_batch, peel, peel_scalar, rewrap
-from infty_func.core.tree import PyTree, tree_flatten, tree_unflatten, tree_zeros_like, use_foreach
+from infty_func.core.batched import peel, peel_scalar, rewrap
+from infty_func.core.tree import (
+    PyTree,
+    is_functorch_wrapped,
+    tree_flatten,
+    tree_unflatten,
+    tree_zeros_like,
+    use_foreach,
+    writable,
+)
 
 __all__ = ["scale_by_adam", "ScaleByAdamState"]
 
@@ -48,50 +56,59 @@ def scale_by_adam(
 
     def update_fn(updates, state, params=None, **extra):
         del params, extra
+        return _update(updates, state, in_place=False)
+
+    def update_in_place_fn(updates, state, params=None, owned=False, **extra):
+        del params, owned, extra  # the direction goes to a new buffer: grads are never written
+        return (*_update(updates, state, in_place=True), True)
+
+    def _update(updates, state, in_place):
         count = state.count + 1
         grads, spec = tree_flatten(updates)
         mu, _ = tree_flatten(state.mu)
         nu, _ = tree_flatten(state.nu)
         nu_max, _ = tree_flatten(state.nu_max) if amsgrad else ([], None)
-        stacked = _stacked_update(grads, mu, nu, nu_max, state.count, b1, b2, eps, amsgrad)
-        if stacked is not None:
-            out, new_mu, new_nu, new_max = stacked
-            return tree_unflatten(out, spec), ScaleByAdamState(
+
+        def new_state(new_mu, new_nu, new_max):
+            return ScaleByAdamState(
                 count=count,
                 mu=tree_unflatten(new_mu, spec),
                 nu=tree_unflatten(new_nu, spec),
                 nu_max=tree_unflatten(new_max, spec) if amsgrad else (),
             )
+
+        hyper = (b1, b2, eps, amsgrad)
+        if _fusable(hyper, grads, mu, nu, nu_max, count):
+            steps = [count.to(torch.float32)] * len(grads)
+            out, new_mu, new_nu, new_max = _fused(grads, mu, nu, nu_max, steps, hyper, in_place, False)
+            return tree_unflatten(out, spec), new_state(new_mu, new_nu, new_max)
+        stacked = _stacked_update(grads, mu, nu, nu_max, state.count, hyper, in_place)
+        if stacked is not None:
+            out, new_mu, new_nu, new_max = stacked
+            return tree_unflatten(out, spec), new_state(new_mu, new_nu, new_max)
         t = count.to(torch.float64)
         # Scalars in float64 tensors: exact for float64 parameters, vmappable over counts.
         bias1 = 1.0 - torch.as_tensor(b1, dtype=torch.float64) ** t
         bias2_sqrt = torch.sqrt(1.0 - torch.as_tensor(b2, dtype=torch.float64) ** t)
-        if use_foreach(grads, mu, nu) and not isinstance(b1, Tensor) and not isinstance(b2, Tensor):
+        numbers = not isinstance(b1, Tensor) and not isinstance(b2, Tensor)
+        if numbers and use_foreach(grads, mu, nu) and all(map(_plain, [*grads, *mu, *nu])):  # CUDA, mixed dtypes
             new_mu, new_nu, new_max = _foreach_moments(grads, mu, nu, nu_max, b1, b2, amsgrad)
-            out = _foreach_direction(new_mu, new_max if amsgrad else new_nu, bias1, bias2_sqrt, eps)
-        else:
-            # One op per leaf (inside torch.func transforms); fused ops keep the passes few.
-            new_mu = [torch.lerp(m, g, 1.0 - b1) for m, g in zip(mu, grads)]
-            new_nu = [torch.addcmul(v * b2, g, g, value=1.0 - b2) for v, g in zip(nu, grads)]
-            new_max = [torch.maximum(a, v) for a, v in zip(nu_max, new_nu)] if amsgrad else nu_max
-            second = new_max if amsgrad else new_nu
-            # Per-member scalars in the leaves' dtype: a batched float64 scalar would
-            # push the whole elementwise computation to float64.
-            step_size = [(1.0 / bias1).to(m.dtype) for m in new_mu]
-            bias2 = [bias2_sqrt.to(m.dtype) for m in new_mu]
-            out = [
-                torch.div(m, torch.sqrt(v).div_(c2).add_(eps)).mul_(c1)
-                for m, v, c1, c2 in zip(new_mu, second, step_size, bias2)
-            ]
-        new_state = ScaleByAdamState(
-            count=count,
-            mu=tree_unflatten(new_mu, spec),
-            nu=tree_unflatten(new_nu, spec),
-            nu_max=tree_unflatten(new_max, spec) if amsgrad else (),
-        )
-        return tree_unflatten(out, spec), new_state
+            out = _foreach_direction(new_mu, new_max if amsgrad else new_nu, 1.0 / bias1, bias2_sqrt, eps)
+            return tree_unflatten(out, spec), new_state(new_mu, new_nu, new_max)
+        # One op per leaf, differentiable (under autograd or torch.func transforms).
+        new_mu = [torch.lerp(m, g, 1.0 - b1) for m, g in zip(mu, grads)]
+        new_nu = [torch.addcmul(v * b2, g, g, value=1.0 - b2) for v, g in zip(nu, grads)]
+        new_max = [torch.maximum(a, v) for a, v in zip(nu_max, new_nu)] if amsgrad else nu_max
+        second = new_max if amsgrad else new_nu
+        # Per-member scalars in the leaves' dtype: a batched float64 scalar would push the
+        # whole elementwise computation to float64.
+        out = [
+            torch.div(m * (1.0 / bias1).to(m.dtype), torch.sqrt(v) / bias2_sqrt.to(m.dtype) + eps)
+            for m, v in zip(new_mu, second)
+        ]
+        return tree_unflatten(out, spec), new_state(new_mu, new_nu, new_max)
 
-    return GradientTransformation(init_fn, update_fn)
+    return GradientTransformation(init_fn, update_fn, update_in_place=update_in_place_fn)
 
 
 def _foreach_moments(grads, mu, nu, nu_max, b1, b2, amsgrad):
@@ -102,36 +119,100 @@ def _foreach_moments(grads, mu, nu, nu_max, b1, b2, amsgrad):
     return new_mu, new_nu, new_max
 
 
-def _foreach_direction(new_mu, second, bias1, bias2_sqrt, eps):
-    """Adam's direction from the new moments, ``m / ((sqrt(v) / bias2_sqrt + eps) · bias1)``;
-    the corrections are 0-d tensors or one per leaf."""
+def _foreach_direction(new_mu, second, inverse_bias1, bias2_sqrt, eps):
+    """``(m · inverse_bias1) / (sqrt(v) / bias2_sqrt + eps)``, the fused kernel's order of
+    operations; the corrections are 0-d tensors."""
     denom = torch._foreach_sqrt(second)
     torch._foreach_div_(denom, bias2_sqrt)
     torch._foreach_add_(denom, eps)
-    torch._foreach_mul_(denom, bias1)
-    return torch._foreach_div(new_mu, denom)
+    out = torch._foreach_mul(new_mu, inverse_bias1)
+    torch._foreach_div_(out, denom)
+    return out
 
 
-def _stacked_update(grads, mu, nu, nu_max, count, b1, b2, eps, amsgrad):
-    """Under vmap, the foreach update on the stacked tensors (see
-    :mod:`infty_func.core.batched`); ``None`` when the operands do not allow it."""
-    if isinstance(b1, Tensor) or isinstance(b2, Tensor):
-        return None
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _plain(x: Tensor) -> bool:
+    """A tensor the fused kernel may read: not seen through a ``torch.func`` transform and
+    not recording autograd history (the kernel has no derivative)."""
+    return (
+        isinstance(x, Tensor)
+        and not is_functorch_wrapped(x)
+        and not (x.requires_grad and torch.is_grad_enabled())
+    )
+
+
+def _fusable(hyper, grads, mu, nu, nu_max, count) -> bool:
+    """Whether torch's fused Adam kernel can compute this update: number hyperparameters,
+    plain floating tensors of one dtype on the CPU. (On CUDA the kernel exists too, but
+    this path has not been checked there; CUDA tensors take the foreach-free path.)"""
+    b1, b2, eps, _ = hyper
+    if not grads or not all(isinstance(h, (int, float)) for h in (b1, b2, eps)):
+        return False
+    if not _plain(count):
+        return False
+    first = grads[0]
+    if not isinstance(first, Tensor) or first.dtype not in _FUSED_DTYPES or first.device.type != "cpu":
+        return False
+    for leaves in (grads, mu, nu, nu_max):
+        for leaf in leaves:
+            if not _plain(leaf) or leaf.dtype != first.dtype or leaf.device != first.device:
+                return False
+    return True
+
+
+def _fused(grads, mu, nu, nu_max, steps, hyper, in_place, by_member):
+    """Adam's direction ``(m / bias1) / (sqrt(v) / bias2_sqrt + eps)`` and the new moments
+    from torch's fused kernel (``torch._fused_adam_``, the kernel behind
+    ``torch.optim.Adam(fused=True)``): one pass over the leaves instead of eight.
+
+    The kernel updates parameters; run on zeros with ``lr = -1`` it writes the direction
+    itself (``0 - (-1/bias1) · m / denom``, exact). ``steps`` are float32 counts, one per
+    leaf, after this update (one per member and leaf ``by_member``, for stacked leaves
+    whose first axis holds the vmap members: the kernel then sees each member's rows).
+    With ``in_place`` the moments are overwritten where they are writable (the caller owns
+    the state); otherwise they are copied first. Every operand is contiguous: the kernel
+    indexes memory linearly.
+    """
+    b1, b2, eps, amsgrad = hyper
+
+    def rows(leaves):
+        return [row for leaf in leaves for row in leaf.unbind(0)] if by_member else leaves
+
+    def owned(leaves):
+        if in_place and writable(leaves):
+            return list(leaves)
+        return [x.clone(memory_format=torch.contiguous_format) for x in leaves]
+
+    grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
+    new_mu, new_nu = owned(mu), owned(nu)
+    new_max = owned(nu_max) if amsgrad else []
+    out = [torch.zeros(g.shape, dtype=g.dtype, device=g.device) for g in grads]
+    torch._fused_adam_(
+        rows(out), rows(grads), rows(new_mu), rows(new_nu), rows(new_max), steps,
+        lr=-1.0, beta1=float(b1), beta2=float(b2), weight_decay=0.0, eps=float(eps),
+        amsgrad=amsgrad, maximize=False,
+    )
+    return out, new_mu, new_nu, new_max if amsgrad else nu_max
+
+
+def _stacked_update(grads, mu, nu, nu_max, count, hyper, in_place):
+    """Under vmap, the fused kernel on the stacked tensors (see
+    :mod:`infty_func.core.batched`), member by member so that each member's step count
+    sets its bias correction; ``None`` when the operands do not allow it."""
     peeled = peel([*grads, *mu, *nu, *nu_max])
     if peeled is None:
         return None
     level, stacked = peeled
-    n = len(grads)
     steps = peel_scalar(count, level)
     if steps is None:
         return None
+    n = len(grads)
     g, m, v, vmax = stacked[:n], stacked[n : 2 * n], stacked[2 * n : 3 * n], stacked[3 * n :]
-    t = (steps + 1).to(torch.float64)
-    bias1 = 1.0 - b1**t
-    bias2_sqrt = torch.sqrt(1.0 - b2**t)
-    new_mu, new_nu, new_max = _foreach_moments(g, m, v, vmax, b1, b2, amsgrad)
-    second = new_max if amsgrad else new_nu
-    out = _foreach_direction(
-        new_mu, second, [along_batch(bias1, d) for d in second], [along_batch(bias2_sqrt, d) for d in second], eps
-    )
-    return rewrap(out, level), rewrap(new_mu, level), rewrap(new_nu, level), rewrap(new_max, level) if amsgrad else nu_max
+    if not _fusable(hyper, g, m, v, vmax, steps):
+        return None
+    members = g[0].shape[0]
+    per_member = list((steps + 1).to(torch.float32).expand(members).unbind(0))
+    out, new_m, new_v, new_max = _fused(g, m, v, vmax, per_member * n, hyper, in_place, True)
+    return tuple(rewrap(x, level) for x in (out, new_m, new_v)) + (rewrap(new_max, level) if hyper[3] else nu_max,)

@@ -99,4 +99,9 @@ def scale_by_learning_rate(
         del params, extra
         return tree_scale(updates, -state.lr if flip_sign else state.lr), state
 
-    return GradientTransformation(init_fn, update_fn)
+    def update_in_place_fn(updates, state, params=None, owned=False, **extra):
+        del params, extra
+        # Either the caller's own buffers scaled in place or a new tree: owned both ways.
+        return tree_scale(updates, -state.lr if flip_sign else state.lr, in_place=owned), state, True
+
+    return GradientTransformation(init_fn, update_fn, update_in_place=update_in_place_fn)

@@ -1,0 +1,215 @@
+"""``update_in_place`` and ``step(donate=True)`` reuse memory and change no bit: they give
+exactly what ``update`` and ``step`` give, and never write what the caller still owns."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pytest
+import torch
+from torch.func import stack_module_state, vmap
+
+import infty_func as ifn
+from tests.conftest import loss_fn_for, make_batches, make_mlp, params_of
+from tests.transforms.catalogue import NAMES, build
+
+
+def _copy(tree):
+    return ifn.tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, tree)
+
+
+def _assert_identical(a, b):
+    leaves_a, leaves_b = ifn.tree_leaves(a), ifn.tree_leaves(b)
+    assert len(leaves_a) == len(leaves_b)
+    for left, right in zip(leaves_a, leaves_b):
+        assert torch.equal(left, right)
+
+
+def _gradient_sequence(params, steps=4, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [ifn.tree_map(lambda p: torch.randn(p.shape, generator=generator, dtype=p.dtype), params) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", NAMES)
+def test_update_in_place_equals_update_and_leaves_the_callers_tensors_alone(name, dtype):
+    tx = build(name)
+    params = params_of(make_mlp(dtype=dtype))
+    functional_state = tx.init(params)
+    owned_state = tx.init(params)
+    for grads in _gradient_sequence(params):
+        kept_grads, kept_params = _copy(grads), _copy(params)
+        expected, functional_state = tx.update(grads, functional_state, params)
+        got, owned_state, _ = ifn.update_in_place(tx, grads, owned_state, params)
+        _assert_identical(got, expected)
+        _assert_identical(owned_state, functional_state)
+        _assert_identical(grads, kept_grads)
+        _assert_identical(params, kept_params)
+        params = ifn.apply_updates(params, expected)
+
+
+def test_adam_overwrites_its_own_moments():
+    tx = ifn.adam(1e-2)
+    params = params_of(make_mlp())
+    state = tx.init(params)
+    addresses = [leaf.data_ptr() for leaf in ifn.tree_leaves(ifn.tree_get(state, "mu"))]
+    for grads in _gradient_sequence(params):
+        _, state, owned = ifn.update_in_place(tx, grads, state, params)
+        assert owned
+    assert [leaf.data_ptr() for leaf in ifn.tree_leaves(ifn.tree_get(state, "mu"))] == addresses
+
+
+def test_the_learning_rate_scales_owned_updates_in_place_and_copies_others():
+    tx = ifn.scale_by_learning_rate(0.5)
+    updates = {"w": torch.ones(3)}
+    out, _, owned = ifn.update_in_place(tx, updates, tx.init(None), owned=False)
+    assert owned and torch.equal(updates["w"], torch.ones(3)) and torch.equal(out["w"], torch.full((3,), -0.5))
+    out, _, owned = ifn.update_in_place(tx, updates, tx.init(None), owned=True)
+    assert owned and out["w"] is updates["w"] and torch.equal(updates["w"], torch.full((3,), -0.5))
+
+
+def test_an_expanded_owned_update_is_scaled_into_a_new_tensor():
+    # Writing an expanded tensor would write one element many times.
+    tx = ifn.scale_by_learning_rate(0.5)
+    updates = {"w": torch.ones(1).expand(3)}
+    out, _, _ = ifn.update_in_place(tx, updates, tx.init(None), owned=True)
+    assert torch.equal(out["w"], torch.full((3,), -0.5)) and torch.equal(updates["w"], torch.ones(3))
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_chain_never_scales_a_momentum_buffer_in_place(nested):
+    # trace returns its buffer as the update: a later in-place learning rate would scale
+    # the momentum itself, unless the chain knows the buffer is not the caller's.
+    inner = ifn.chain(ifn.scale_by_adam(), ifn.trace(0.9))
+    tx = ifn.chain(inner, ifn.scale_by_learning_rate(0.1)) if nested else ifn.chain(
+        ifn.scale_by_adam(), ifn.trace(0.9), ifn.scale_by_learning_rate(0.1)
+    )
+    params = params_of(make_mlp())
+    functional_state, owned_state = tx.init(params), tx.init(params)
+    for grads in _gradient_sequence(params, steps=5):
+        expected, functional_state = tx.update(grads, functional_state, params)
+        got, owned_state, _ = ifn.update_in_place(tx, grads, owned_state, params)
+        _assert_identical(got, expected)
+        _assert_identical(owned_state, functional_state)
+
+
+def test_named_chain_passes_ownership_through():
+    tx = ifn.named_chain(("adam", ifn.scale_by_adam()), ("lr", ifn.scale_by_learning_rate(0.1)))
+    params = params_of(make_mlp())
+    functional_state, owned_state = tx.init(params), tx.init(params)
+    for grads in _gradient_sequence(params):
+        expected, functional_state = tx.update(grads, functional_state, params)
+        got, owned_state, owned = ifn.update_in_place(tx, grads, owned_state, params)
+        assert owned and set(owned_state) == {"adam", "lr"}
+        _assert_identical(got, expected)
+        _assert_identical(owned_state, functional_state)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_donated_step_equals_a_pure_step(name):
+    tx = build(name)
+    model = make_mlp()
+    pure_params, donated_params = params_of(model), params_of(model)
+    pure_state, donated_state = tx.init(pure_params), tx.init(donated_params)
+    for x, y in make_batches(4):
+        loss_fn = loss_fn_for(model, x, y)
+        pure_params, pure_state, _ = ifn.step(tx, pure_state, pure_params, loss_fn)
+        donated_params, donated_state, _ = ifn.step(tx, donated_state, donated_params, loss_fn, donate=True)
+        _assert_identical(donated_params, pure_params)
+        _assert_identical(donated_state, pure_state)
+
+
+def test_a_donated_adam_step_writes_into_the_donated_params():
+    tx = ifn.adam(1e-2)
+    model = make_mlp()
+    params = params_of(model)
+    state = tx.init(params)
+    addresses = [p.data_ptr() for p in params.values()]
+    for x, y in make_batches(3):
+        params, state, _ = ifn.step(tx, state, params, loss_fn_for(model, x, y), donate=True)
+    assert [p.data_ptr() for p in params.values()] == addresses
+
+
+@pytest.mark.parametrize("factory", [lambda: ifn.adam(1e-2), lambda: ifn.adamw(1e-2), lambda: ifn.sgd(0.1, momentum=0.9)])
+def test_a_donated_vmapped_step_equals_a_pure_vmapped_step_and_reuses_the_stacked_memory(factory):
+    tx = factory()
+    models = [make_mlp(seed) for seed in range(3)]
+    stacked, _ = stack_module_state(models)
+    xs = torch.stack([torch.stack([x for x, _ in make_batches(3, seed=s)]) for s in range(3)], dim=1)
+    ys = torch.stack([torch.stack([y for _, y in make_batches(3, seed=s)]) for s in range(3)], dim=1)
+
+    def run(donate):
+        params = {k: v.detach().clone() for k, v in stacked.items()}
+        state = vmap(tx.init)(params)
+        addresses = [p.data_ptr() for p in params.values()]
+
+        def train_step(p, s, x, y):
+            return ifn.step(tx, s, p, loss_fn_for(models[0], x, y), donate=donate)[:2]
+
+        for t in range(xs.shape[0]):
+            params, state = vmap(train_step)(params, state, xs[t], ys[t])
+        return params, state, addresses == [p.data_ptr() for p in params.values()]
+
+    pure_params, pure_state, _ = run(False)
+    donated_params, donated_state, reused = run(True)
+    _assert_identical(donated_params, pure_params)
+    _assert_identical(donated_state, pure_state)
+    assert reused
+
+
+class _AnchorState(NamedTuple):
+    anchor: dict
+
+
+def _pull_to_anchor() -> ifn.GradientTransformation:
+    """Keeps the first params it sees, as they are (no copy), and adds a pull back to them."""
+
+    def init_fn(params):
+        return _AnchorState(params)
+
+    def update_fn(updates, state, params=None, **extra):
+        del extra
+        pull = ifn.tree_scale(ifn.tree_sub(state.anchor, params), 0.1)
+        return ifn.tree_add(updates, pull), state
+
+    return ifn.GradientTransformation(init_fn, update_fn)
+
+
+def test_donation_never_writes_params_that_the_state_keeps():
+    tx = ifn.chain(ifn.sgd(0.1), _pull_to_anchor())
+    model = make_mlp()
+    pure_params, donated_params = params_of(model), params_of(model)
+    pure_state, donated_state = tx.init(pure_params), tx.init(donated_params)
+    initial = params_of(model)
+    for x, y in make_batches(3):
+        loss_fn = loss_fn_for(model, x, y)
+        pure_params, pure_state, _ = ifn.step(tx, pure_state, pure_params, loss_fn)
+        donated_params, donated_state, _ = ifn.step(tx, donated_state, donated_params, loss_fn, donate=True)
+    _assert_identical(donated_params, pure_params)
+    _assert_identical(donated_state[1].anchor, initial)
+
+
+def test_an_expanded_gradient_survives_a_donated_step():
+    # The gradient of a sum is an expanded tensor of ones: it must never be written.
+    params = {"w": torch.zeros(4, dtype=torch.float64)}
+    tx = ifn.sgd(0.5)
+    state = tx.init(params)
+    params, state, _ = ifn.step(tx, state, params, lambda p: p["w"].sum(), donate=True)
+    assert torch.equal(params["w"], torch.full((4,), -0.5, dtype=torch.float64))
+
+
+def test_the_adapter_equals_the_functional_path_bit_for_bit_in_float32():
+    model = make_mlp(dtype=torch.float32)
+    batches = make_batches(10, dtype=torch.float32)
+    opt = ifn.optim.TransformOptimizer(model.named_parameters(), ifn.adam(1e-2, amsgrad=True))
+    functional_model = make_mlp(dtype=torch.float32)
+    tx = ifn.adam(1e-2, amsgrad=True)
+    params = params_of(functional_model)
+    state = tx.init(params)
+    for x, y in batches:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        params, state, _ = ifn.step(tx, state, params, loss_fn_for(functional_model, x, y))
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), params[name]), name
