@@ -61,16 +61,17 @@ def ratio_line(name: str, seconds: float, baseline: float) -> str:
     return f"  {name:<44}{seconds * 1e3:>10.2f} ms{seconds / baseline:>9.2f}x"
 
 
-def functional_stepper(model: nn.Module, transform, loss_fn: Callable) -> Callable[[], None]:
-    """A no-argument ``ifn.step`` of ``transform`` on ``model``'s parameters (detached),
-    carrying the parameters and state between calls."""
+def functional_stepper(model: nn.Module, transform, loss_fn: Callable, donate: bool = False) -> Callable[[], None]:
+    """A no-argument ``ifn.step`` of ``transform`` on ``model``'s parameters (detached; cloned
+    when ``donate``, since the step then writes into them), carrying the parameters and
+    state between calls."""
     import infty_func as ifn
 
-    box = {"params": {n: p.detach() for n, p in model.named_parameters()}}
+    box = {"params": {n: p.detach().clone() if donate else p.detach() for n, p in model.named_parameters()}}
     box["state"] = transform.init(box["params"])
 
     def step():
-        box["params"], box["state"], _ = ifn.step(transform, box["state"], box["params"], loss_fn)
+        box["params"], box["state"], _ = ifn.step(transform, box["state"], box["params"], loss_fn, donate=donate)
 
     return step
 

@@ -4,7 +4,8 @@ Part 1: one adam update on a ~10M-parameter MLP whose gradients are present, thr
 (a) the pure functional update + apply_updates, (b) TransformOptimizer, (c)
 torch.optim.Adam(foreach=True) [the baseline], (c') Adam(fused=True), (d) torchopt's
 functional adam in place and out of place (skipped with a note when torchopt is absent).
-Part 2: a whole training step (loss, gradient, adam update) through ifn.step vs nn.Module +
+Part 2: a whole training step (loss, gradient, adam update) through ifn.step, pure and with
+donate=True (the step writes into the params and state it is given), vs nn.Module +
 torch.optim.Adam on a 100k- and a 10M-parameter MLP.
 
 Run: python bench/optimizer_overhead.py [--repeats N]
@@ -106,14 +107,17 @@ def training_step(sizes, repeats: int) -> None:
         return nn.functional.cross_entropy(functional_call(functional_model, p, (x,)), y)
 
     functional_step = functional_stepper(functional_model, ifn.adam(1e-3), loss_fn)
+    donated_step = functional_stepper(functional_model, ifn.adam(1e-3), loss_fn, donate=True)
 
     def forward_backward():
         functional_model.zero_grad()
         nn.functional.cross_entropy(functional_model(x), y).backward()
 
     ours = median_seconds(functional_step, repeats)
+    donated = median_seconds(donated_step, repeats)
     print(ratio_line("nn.Module + torch.optim.Adam(foreach=True)", baseline, baseline))
     print(ratio_line("ifn.step(adam) over functional_call", ours, baseline))
+    print(ratio_line("ifn.step(adam, donate=True)", donated, baseline))
     print(ratio_line("(plain forward + backward alone)", median_seconds(forward_backward, repeats), baseline))
 
 

@@ -1,9 +1,16 @@
 """Training N seeds at once: one vmapped step vs a Python loop of steps.
 
 For N = 1, 8, 32 seeds of an MLP 784→128→10 (batch 64 per seed), time one adam training
-step (a) vmapped over the seeds with ifn.step, (b) a Python loop of functional ifn.step
-calls, (c) a Python loop of nn.Module + torch.optim.Adam(foreach=True) steps, and print
-the speedups of (a) over (b) and over (c).
+step (a) vmapped over the seeds with ifn.step, pure, and (a') with donate=True (the step
+writes into the stacked params and state), (b) a Python loop of functional ifn.step calls,
+(c) a Python loop of nn.Module + torch.optim.Adam(foreach=True) steps, and print the
+speedups of (a) and (a') over (b) and over (c).
+
+On Linux, glibc hands large freed blocks back to the kernel, so every new stacked buffer
+(32 seeds × 100k parameters = 12.8 MB) is page-faulted in again on each step. Set
+MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=10000000000 (or preload jemalloc or
+tcmalloc, as PyTorch's CPU tuning guide advises) to keep them; the script says which
+allocator settings it ran under.
 
 Run: python bench/vmap_seeds.py [--repeats N]
 """
@@ -11,6 +18,7 @@ Run: python bench/vmap_seeds.py [--repeats N]
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -27,24 +35,27 @@ SIZES = (784, 128, 10)
 BATCH = 64
 
 
-def measure(seeds: int, repeats: int) -> tuple[float, float, float]:
+def measure(seeds: int, repeats: int) -> dict[str, float]:
     models = [mlp(SIZES, seed) for seed in range(seeds)]
     xs = torch.randn(seeds, BATCH, SIZES[0])
     ys = torch.randint(0, SIZES[-1], (seeds, BATCH))
     base = models[0]
     tx = ifn.adam(1e-3)
 
-    def train_step(params, state, x, y):
+    def train_step(params, state, x, y, donate=False):
         loss_fn = lambda p: nn.functional.cross_entropy(functional_call(base, p, (x,)), y)  # noqa: E731
-        return ifn.step(tx, state, params, loss_fn)[:2]
+        return ifn.step(tx, state, params, loss_fn, donate=donate)[:2]
 
-    stacked, _ = stack_module_state(models)
-    stacked = {k: v.detach() for k, v in stacked.items()}
-    batched = {"params": stacked, "state": vmap(tx.init)(stacked)}
-    batched_step = vmap(train_step)
+    def vmapped_stepper(donate):
+        stacked, _ = stack_module_state(models)
+        stacked = {k: v.detach().clone() for k, v in stacked.items()}
+        batched = {"params": stacked, "state": vmap(tx.init)(stacked)}
+        batched_step = vmap(lambda p, s, x, y: train_step(p, s, x, y, donate))
 
-    def vmapped():
-        batched["params"], batched["state"] = batched_step(batched["params"], batched["state"], xs, ys)
+        def vmapped():
+            batched["params"], batched["state"] = batched_step(batched["params"], batched["state"], xs, ys)
+
+        return vmapped
 
     members = []
     for model in models:
@@ -63,8 +74,19 @@ def measure(seeds: int, repeats: int) -> tuple[float, float, float]:
             nn.functional.cross_entropy(model(xs[i]), ys[i]).backward()
             opt.step()
 
-    seconds = interleaved_medians({"vmapped": vmapped, "functional": functional_loop, "module": module_loop}, repeats)
-    return seconds["vmapped"], seconds["functional"], seconds["module"]
+    steppers = {
+        "vmapped": vmapped_stepper(False),
+        "donated": vmapped_stepper(True),
+        "functional": functional_loop,
+        "module": module_loop,
+    }
+    return interleaved_medians(steppers, repeats)
+
+
+def allocator_settings() -> str:
+    names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")
+    chosen = [f"{name}={os.environ[name]}" for name in names if os.environ.get(name)]
+    return ", ".join(chosen) if chosen else "glibc malloc defaults"
 
 
 def main() -> None:
@@ -72,13 +94,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; MLP {SIZES}, batch {BATCH}, adam")
-    print(f"{'seeds':>6}{'vmapped':>12}{'func loop':>12}{'module loop':>13}{'vs func loop':>14}{'vs module loop':>16}")
+    print(f"allocator: {allocator_settings()}")
+    columns = ("vmapped", "donated", "func loop", "module loop")
+    speedups = ("pure/func", "pure/module", "donated/func", "donated/module")
+    print(f"{'seeds':>6}" + "".join(f"{c:>12}" for c in columns) + "".join(f"{c:>15}" for c in speedups))
     for seeds in (1, 8, 32):
-        vmapped, functional, module = measure(seeds, args.repeats)
-        print(
-            f"{seeds:>6}{vmapped * 1e3:>10.2f}ms{functional * 1e3:>10.2f}ms{module * 1e3:>11.2f}ms"
-            f"{functional / vmapped:>13.2f}x{module / vmapped:>15.2f}x"
+        t = measure(seeds, args.repeats)
+        times = "".join(f"{t[k] * 1e3:>10.2f}ms" for k in ("vmapped", "donated", "functional", "module"))
+        ratios = "".join(
+            f"{t[loop] / t[ours]:>14.2f}x" for ours in ("vmapped", "donated") for loop in ("functional", "module")
         )
+        print(f"{seeds:>6}{times}{ratios}")
 
 
 if __name__ == "__main__":
