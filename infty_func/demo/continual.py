@@ -59,6 +59,8 @@ def train_continual(
 
     All seeds run in one vmapped step: parameters, optimizer states and mini-batches carry
     a leading seed axis. Seeds differ in initialisation and in the order of their batches.
+    The loop owns the stacked parameters and states, so each step is donated: it writes
+    its results into them (same bits, fewer new buffers).
 
     With ``replay``, ``replay_per_task`` training samples of each finished task go to a
     buffer, and from the second task on ``loss_fn`` returns two losses, an old-task loss
@@ -72,15 +74,17 @@ def train_continual(
     state = vmap(transform.init)(params)
 
     def train_step(p, s, x, y, mask):
-        new_p, new_s, _ = ifn.step(transform, s, p, lambda q: _loss_fn(q, x, y, mask))
+        new_p, new_s, _ = ifn.step(transform, s, p, lambda q: _loss_fn(q, x, y, mask), donate=True)
         return new_p, new_s
 
     def first_task_step(p, s, x, y, mask):
-        new_p, new_s, _ = ifn.step(transform, s, p, lambda q: _loss_fn(q, x, y, mask).reshape(1))
+        new_p, new_s, _ = ifn.step(transform, s, p, lambda q: _loss_fn(q, x, y, mask).reshape(1), donate=True)
         return new_p, new_s
 
     def replay_step(p, s, x, y, mask, old_x, old_y, old_mask):
-        new_p, new_s, _ = ifn.step(transform, s, p, lambda q: _replay_losses(q, x, y, mask, old_x, old_y, old_mask))
+        new_p, new_s, _ = ifn.step(
+            transform, s, p, lambda q: _replay_losses(q, x, y, mask, old_x, old_y, old_mask), donate=True
+        )
         return new_p, new_s
 
     batched_step = vmap(train_step, in_dims=(0, 0, 0, 0, None))
