@@ -18,7 +18,7 @@ from torch._C import _functorch
 
 from infty_func.core.tree import is_functorch_wrapped
 
-__all__ = ["peel", "peel_scalar", "along_batch", "rewrap", "storage_address"]
+__all__ = ["peel", "peel_scalar", "along_batch", "rewrap"]
 
 
 def _level(x) -> int | None:
@@ -68,10 +68,3 @@ def rewrap(stacked: Sequence[Tensor], level: int) -> list[Tensor]:
     """The stacked tensors batched again by ``level`` along their first axis."""
     return [_functorch._add_batch_dim(tensor, 0, level) for tensor in stacked]
 
-
-def storage_address(x: Tensor) -> int:
-    """The address of the memory under ``x``, seen through any ``torch.func`` wrappers:
-    tensors with the same address share memory (an in-place write to one changes both)."""
-    while is_functorch_wrapped(x):
-        x = _functorch.get_unwrapped(x)
-    return x.untyped_storage().data_ptr()

@@ -8,9 +8,8 @@ from typing import Any
 import torch
 
 from infty_func.core.base import GradientTransformation, Params, State, apply_updates, update_in_place
-from infty_func.core.batched import storage_address
 from infty_func.core.objective import evaluate, value_and_derivative
-from infty_func.core.tree import PyTree, tree_leaves
+from infty_func.core.tree import PyTree, storage_address, tree_leaves
 
 __all__ = ["step"]
 
@@ -50,10 +49,10 @@ def step(
         with torch.no_grad():
             value = evaluate(loss_fn, params) if transform.needs_value else None
             updates, state = _update(transform, None, state, params, donate, loss_fn=loss_fn, value=value, **extra)
-            return _apply(params, updates, state, donate), state, value
+            return _apply(params, updates, (state, value), donate), state, value
     value, grads = value_and_derivative(loss_fn)(params)
     updates, state = _update(transform, grads, state, params, donate, loss_fn=loss_fn, value=value, **extra)
-    return _apply(params, updates, state, donate), state, value
+    return _apply(params, updates, (state, value), donate), state, value
 
 
 def _update(transform, updates, state, params, donate, **extra):
@@ -65,12 +64,12 @@ def _update(transform, updates, state, params, donate, **extra):
     return updates, state
 
 
-def _apply(params, updates, state, donate):
-    """``apply_updates``, in place when the params are donated and nothing the step
-    returns shares their memory (a state may keep the params themselves: writing them
-    would change it too)."""
+def _apply(params, updates, returned, donate):
+    """``apply_updates``, in place when the params are donated, each has memory of its own
+    (tied parameters would get both updates), and nothing else the step returns shares it
+    (a state may keep the params themselves, a loss may be a view of one)."""
     if donate:
-        own = {storage_address(p) for p in tree_leaves(params)}
-        others = (storage_address(x) for x in (*tree_leaves(updates), *tree_leaves(state)) if isinstance(x, torch.Tensor))
-        donate = own.isdisjoint(others)
+        own = [storage_address(p) for p in tree_leaves(params)]
+        others = {storage_address(x) for x in (*tree_leaves(updates), *tree_leaves(returned)) if isinstance(x, torch.Tensor)}
+        donate = None not in own and None not in others and len(set(own)) == len(own) and others.isdisjoint(own)
     return apply_updates(params, updates, in_place=donate)

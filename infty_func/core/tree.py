@@ -131,7 +131,7 @@ def tree_scale(tree: PyTree, factor: float | Tensor, in_place: bool = False) -> 
     """
     leaves, spec = tree_flatten(tree)
     if use_foreach(leaves) and not is_functorch_wrapped(factor):
-        if in_place and writable(leaves):
+        if in_place and writable(leaves) and _keeps_dtypes(leaves, factor):
             torch._foreach_mul_(leaves, factor)
             return tree
         return tree_unflatten(torch._foreach_mul(leaves, factor), spec)
@@ -144,10 +144,31 @@ def tree_scale(tree: PyTree, factor: float | Tensor, in_place: bool = False) -> 
     return tree_unflatten([leaf * factor for leaf in leaves], spec)
 
 
+def _keeps_dtypes(leaves: Sequence[Tensor], factor: float | Tensor) -> bool:
+    """Whether ``leaf * factor`` has each leaf's dtype: a 0-d float32 leaf times a 0-d
+    float64 factor is float64, which an in-place product could not hold."""
+    return all(torch.result_type(leaf, factor) == leaf.dtype for leaf in leaves)
+
+
 def writable(leaves: Sequence[Tensor]) -> bool:
     """Whether an in-place kernel may write these plain tensors: contiguous (so no element
-    is stored twice, as in an expanded tensor) and not recording autograd history."""
-    return all(leaf.is_contiguous() and not leaf.requires_grad for leaf in leaves)
+    is stored twice, as in an expanded tensor), not recording autograd history, and each
+    on memory of its own (a write to one leaf must not change another)."""
+    if not all(leaf.is_contiguous() and not leaf.requires_grad for leaf in leaves):
+        return False
+    addresses = [storage_address(leaf) for leaf in leaves]
+    return None not in addresses and len(set(addresses)) == len(addresses)
+
+
+def storage_address(x: Tensor) -> int | None:
+    """The address of the memory under ``x``, seen through any ``torch.func`` wrappers:
+    tensors with the same address share memory (an in-place write to one changes both).
+    ``None`` when it cannot be seen (a sparse tensor), and 0 for every empty tensor."""
+    while is_functorch_wrapped(x):
+        x = _functorch.get_unwrapped(x)
+    if x.layout != torch.strided:
+        return None
+    return x.untyped_storage().data_ptr()
 
 
 def tree_add_scaled(a: PyTree, factor: float | Tensor, b: PyTree) -> PyTree:

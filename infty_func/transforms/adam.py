@@ -146,7 +146,7 @@ def _plain(x: Tensor) -> bool:
 def _fusable(hyper, grads, mu, nu, nu_max, count) -> bool:
     """Whether torch's fused Adam kernel can compute this update: number hyperparameters,
     plain floating tensors of one dtype on the CPU. (On CUDA the kernel exists too, but
-    this path has not been checked there; CUDA tensors take the foreach-free path.)"""
+    this path has not been checked there; CUDA tensors take the foreach formula.)"""
     b1, b2, eps, _ = hyper
     if not grads or not all(isinstance(h, (int, float)) for h in (b1, b2, eps)):
         return False

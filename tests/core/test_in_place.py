@@ -213,3 +213,89 @@ def test_the_adapter_equals_the_functional_path_bit_for_bit_in_float32():
         params, state, _ = ifn.step(tx, state, params, loss_fn_for(functional_model, x, y))
     for name, p in model.named_parameters():
         assert torch.equal(p.detach(), params[name]), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_scalar_parameters_get_the_pure_bits_and_dtypes(dtype):
+    # A 0-d leaf times the float64 learning rate is float64 in the pure path (both are 0-d).
+    generator = torch.Generator().manual_seed(5)
+    start = {"s": torch.randn((), generator=generator).to(dtype), "w": torch.randn(3, generator=generator).to(dtype)}
+    tx = ifn.adam(0.1)
+
+    def loss_fn(p):
+        return (3.7 * p["s"].float()) ** 2 + (p["w"].float() ** 2).sum()
+
+    pure, donated = _copy(start), _copy(start)
+    pure_state, donated_state = tx.init(pure), tx.init(donated)
+    for _ in range(20):
+        expected, _ = tx.update(ifn.value_and_grad(loss_fn)(pure)[1], _copy(pure_state), pure)
+        got, _, _ = ifn.update_in_place(tx, ifn.value_and_grad(loss_fn)(pure)[1], _copy(pure_state), pure)
+        assert got["s"].dtype == expected["s"].dtype
+        _assert_identical(got, expected)
+        pure, pure_state, _ = ifn.step(tx, pure_state, pure, loss_fn)
+        donated, donated_state, _ = ifn.step(tx, donated_state, donated, loss_fn, donate=True)
+        _assert_identical(donated, pure)
+        _assert_identical(donated_state, pure_state)
+
+
+def test_the_adapter_gives_a_scalar_parameter_the_functional_bits():
+    scalar = torch.nn.Parameter(torch.tensor(0.0851257592))
+    opt = ifn.optim.TransformOptimizer([scalar], ifn.adam(0.1))
+    tx = ifn.adam(0.1)
+    params = {"0": scalar.detach().clone()}
+    state = tx.init(params)
+    for _ in range(20):
+        opt.zero_grad()
+        ((3.7 * scalar) ** 2).backward()
+        opt.step()
+        params, state, _ = ifn.step(tx, state, params, lambda p: (3.7 * p["0"]) ** 2)
+        assert torch.equal(scalar.detach(), params["0"])
+
+
+def test_tied_and_overlapping_parameters_are_not_updated_in_place():
+    tied = torch.ones(3, dtype=torch.float64)
+    buffer = torch.zeros(6, dtype=torch.float64)
+    cases = {
+        "tied": {"a": tied, "b": tied},
+        "overlapping": {"a": buffer[0:4], "b": buffer[2:6]},
+    }
+    for name, donated in cases.items():
+        pure = {k: v.clone() for k, v in donated.items()}
+        tx = ifn.sgd(0.05)
+
+        def loss_fn(p):
+            return (2 * p["a"]).sum() + (3 * p["b"]).sum()
+
+        expected, _, _ = ifn.step(tx, tx.init(pure), pure, loss_fn)
+        got, _, _ = ifn.step(tx, tx.init(donated), donated, loss_fn, donate=True)
+        _assert_identical(got, expected)
+        assert torch.equal(tied, torch.ones(3, dtype=torch.float64)), name
+        assert torch.equal(buffer, torch.zeros(6, dtype=torch.float64)), name
+
+
+def test_a_loss_that_is_a_view_of_a_parameter_keeps_its_value():
+    params = {"x": torch.tensor([3.0, 1.0], dtype=torch.float64)}
+    tx = ifn.sgd(0.5)
+    _, _, value = ifn.step(tx, tx.init(params), params, lambda p: p["x"][0], donate=True)
+    assert value.item() == 3.0
+
+
+def test_tree_scale_in_place_writes_only_what_it_safely_can():
+    plain = {"w": torch.ones(3), "b": torch.ones(2)}
+    out = ifn.tree_scale(plain, 2.0, in_place=True)
+    assert out["w"] is plain["w"] and torch.equal(plain["w"], torch.full((3,), 2.0))
+    shared = torch.ones(3)
+    out = ifn.tree_scale({"a": shared, "b": shared}, 2.0, in_place=True)
+    assert torch.equal(shared, torch.ones(3)) and torch.equal(out["a"], torch.full((3,), 2.0))
+    scalar = {"s": torch.tensor(1.5)}
+    out = ifn.tree_scale(scalar, torch.tensor(2.0, dtype=torch.float64), in_place=True)
+    assert out["s"].dtype == torch.float64 and scalar["s"].item() == 1.5
+
+
+def test_apply_updates_in_place_writes_the_params_it_may_and_copies_the_rest():
+    params = {"w": torch.zeros(3)}
+    out = ifn.apply_updates(params, {"w": torch.ones(3)}, in_place=True)
+    assert out["w"] is params["w"] and torch.equal(params["w"], torch.ones(3))
+    tracked = {"w": torch.zeros(3, requires_grad=True)}
+    out = ifn.apply_updates(tracked, {"w": torch.ones(3)}, in_place=True)
+    assert out["w"] is not tracked["w"] and torch.equal(tracked["w"].detach(), torch.zeros(3))
