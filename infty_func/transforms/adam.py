@@ -80,7 +80,7 @@ def scale_by_adam(
         hyper = (b1, b2, eps, amsgrad)
         if _fusable(hyper, grads, mu, nu, nu_max, count):
             steps = [count.to(torch.float32)] * len(grads)
-            out, new_mu, new_nu, new_max = _fused(grads, mu, nu, nu_max, steps, hyper, in_place, False)
+            out, new_mu, new_nu, new_max = _fused(grads, mu, nu, nu_max, steps, hyper, in_place)
             return tree_unflatten(out, spec), new_state(new_mu, new_nu, new_max)
         stacked = _stacked_update(grads, mu, nu, nu_max, state.count, hyper, in_place)
         if stacked is not None:
@@ -130,6 +130,8 @@ def _foreach_direction(new_mu, second, inverse_bias1, bias2_sqrt, eps):
     return out
 
 
+_WHOLE_MULTIPLE = 64  # a multiple of every CPU vector width in elements (AVX-512: 16 floats)
+
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -162,15 +164,15 @@ def _fusable(hyper, grads, mu, nu, nu_max, count) -> bool:
     return True
 
 
-def _fused(grads, mu, nu, nu_max, steps, hyper, in_place, by_member):
+def _fused(grads, mu, nu, nu_max, steps, hyper, in_place, by_member=()):
     """Adam's direction ``(m / bias1) / (sqrt(v) / bias2_sqrt + eps)`` and the new moments
     from torch's fused kernel (``torch._fused_adam_``, the kernel behind
     ``torch.optim.Adam(fused=True)``): one pass over the leaves instead of eight.
 
     The kernel updates parameters; run on zeros with ``lr = -1`` it writes the direction
-    itself (``0 - (-1/bias1) · m / denom``, exact). ``steps`` are float32 counts, one per
-    leaf, after this update (one per member and leaf ``by_member``, for stacked leaves
-    whose first axis holds the vmap members: the kernel then sees each member's rows).
+    itself (``0 - (-1/bias1) · m / denom``, exact). ``steps`` are float32 counts after this
+    update, one per tensor the kernel sees: each leaf, or each member's row of the stacked
+    leaves flagged in ``by_member`` (the vmap members along their first axis).
     With ``in_place`` the moments are overwritten where they are writable (the caller owns
     the state); otherwise they are copied first. Every operand is contiguous: the kernel
     indexes memory linearly.
@@ -178,7 +180,9 @@ def _fused(grads, mu, nu, nu_max, steps, hyper, in_place, by_member):
     b1, b2, eps, amsgrad = hyper
 
     def rows(leaves):
-        return [row for leaf in leaves for row in leaf.unbind(0)] if by_member else leaves
+        if not by_member:
+            return leaves
+        return [row for leaf, split in zip(leaves, by_member) for row in (leaf.unbind(0) if split else (leaf,))]
 
     def owned(leaves):
         if in_place and writable(leaves):
@@ -199,8 +203,8 @@ def _fused(grads, mu, nu, nu_max, steps, hyper, in_place, by_member):
 
 def _stacked_update(grads, mu, nu, nu_max, count, hyper, in_place):
     """Under vmap, the fused kernel on the stacked tensors (see
-    :mod:`infty_func.core.batched`), member by member so that each member's step count
-    sets its bias correction; ``None`` when the operands do not allow it."""
+    :mod:`infty_func.core.batched`), giving each member the bits it gets alone, with its own
+    step count; ``None`` when the operands do not allow it."""
     peeled = peel([*grads, *mu, *nu, *nu_max])
     if peeled is None:
         return None
@@ -214,5 +218,13 @@ def _stacked_update(grads, mu, nu, nu_max, count, hyper, in_place):
         return None
     members = g[0].shape[0]
     per_member = list((steps + 1).to(torch.float32).expand(members).unbind(0))
-    out, new_m, new_v, new_max = _fused(g, m, v, vmax, per_member * n, hyper, in_place, True)
+    # The kernel vectorises each tensor from its start and finishes a ragged end with
+    # scalar code that rounds differently. A stacked leaf whose members' sizes are whole
+    # multiples of 64 elements has no ragged end, inside or out, so when every member is at
+    # the same step it runs whole and gives each member the bits it gets alone; any other
+    # leaf runs member by member.
+    same_step = steps.dim() == 0 or bool((steps == steps[0]).all())
+    split = [not (same_step and x[0].numel() % _WHOLE_MULTIPLE == 0) for x in g]
+    leaf_steps = [s for flag in split for s in (per_member if flag else per_member[:1])]
+    out, new_m, new_v, new_max = _fused(g, m, v, vmax, leaf_steps, hyper, in_place, split)
     return tuple(rewrap(x, level) for x in (out, new_m, new_v)) + (rewrap(new_max, level) if hyper[3] else nu_max,)

@@ -173,3 +173,24 @@ def test_float32_adam_follows_torch_fused_adam():
         for name, p in reference.named_parameters():
             torch.testing.assert_close(params[name], p.detach(), rtol=1e-5, atol=1e-6)
             params[name] = p.detach().clone()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_members_in_step_run_whole_where_that_keeps_each_members_bits(dtype, fused_calls):
+    # Leaves whose members hold a multiple of 64 elements run as one tensor; the 3×5 leaf,
+    # whose ragged end the kernel rounds in scalar code, runs member by member.
+    members = 3
+    tx = ifn.scale_by_adam()
+    generator = torch.Generator().manual_seed(6)
+    shapes = {"w": (4, 64), "b": (128,), "odd": (3, 5)}
+    params = {k: torch.randn(members, *s, generator=generator, dtype=dtype) for k, s in shapes.items()}
+    state = vmap(tx.init)(params)
+    looped = [tx.init({k: v[m] for k, v in params.items()}) for m in range(members)]
+    for _ in range(4):
+        grads = {k: torch.randn(members, *s, generator=generator, dtype=dtype) for k, s in shapes.items()}
+        out, state = vmap(tx.update)(grads, state, params)
+        for m in range(members):
+            alone, looped[m] = tx.update({k: v[m] for k, v in grads.items()}, looped[m], None)
+            for key in shapes:
+                assert torch.equal(out[key][m], alone[key]), key
+    assert fused_calls[0] == 2 + members  # w and b whole, odd by member
