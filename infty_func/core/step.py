@@ -65,11 +65,10 @@ def _update(transform, updates, state, params, donate, **extra):
 
 
 def _apply(params, updates, returned, donate):
-    """``apply_updates``, in place when the params are donated, each has memory of its own
-    (tied parameters would get both updates), and nothing else the step returns shares it
-    (a state may keep the params themselves, a loss may be a view of one)."""
+    """``apply_updates``, in place when the params are donated and nothing else the step
+    returns shares their memory (a state may keep the params themselves, a loss may be a
+    view of one). Tied or overlapping params ``apply_updates`` refuses itself."""
     if donate:
-        own = [storage_address(p) for p in tree_leaves(params)]
         others = {storage_address(x) for x in (*tree_leaves(updates), *tree_leaves(returned)) if isinstance(x, torch.Tensor)}
-        donate = None not in own and None not in others and len(set(own)) == len(own) and others.isdisjoint(own)
+        donate = None not in others and others.isdisjoint(storage_address(p) for p in tree_leaves(params))
     return apply_updates(params, updates, in_place=donate)
