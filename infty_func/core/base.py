@@ -59,10 +59,12 @@ class GradientTransformation(NamedTuple):
     ``update_in_place`` (optional) is ``update`` for a caller that owns the state, as
     :class:`~infty_func.optim.TransformOptimizer` does:
     ``update_in_place(updates, state, params=None, owned=False, **extra) -> (updates,
-    state, owned)``, with the same results as ``update`` bit for bit. It may overwrite the
-    tensors of ``state`` (the caller must not read them afterwards) and, when ``owned`` is
-    true, those of ``updates``; it never writes ``params``. The returned flag says whether
-    the caller owns the returned updates (they share memory with nothing it must keep).
+    state, owned)``, with the same results as ``update`` bit for bit (one exception: a
+    direction :func:`~infty_func.scale_by_adam` writes into owned gradients may turn a
+    zero's sign). It may overwrite the tensors of ``state`` (the caller must not read them
+    afterwards) and, when ``owned`` is true, those of ``updates`` (which then share memory
+    with nothing the caller keeps, ``params`` and ``state`` included); it never writes
+    ``params``. The returned flag says whether the caller owns the returned updates.
     :func:`chain` passes ownership along; see :func:`update_in_place`.
     """
 
@@ -88,7 +90,11 @@ def identity() -> GradientTransformation:
         del params, extra
         return updates, state
 
-    return GradientTransformation(init_fn, update_fn)
+    def update_in_place_fn(updates, state, params=None, owned=False, **extra):
+        del params, extra
+        return updates, state, owned  # passes the updates, and their ownership, through
+
+    return GradientTransformation(init_fn, update_fn, update_in_place=update_in_place_fn)
 
 
 def stateless(fn: Callable[[Updates, Params | None], Updates]) -> GradientTransformation:
@@ -165,8 +171,8 @@ def update_in_place(
     when it has one, else through ``update`` (whose output may be its state's own tensors,
     as momentum returns its buffer, so it is not owned).
 
-    The updates and state are those of ``transform.update`` bit for bit; only memory is
-    reused.
+    The updates and state are those of ``transform.update`` bit for bit (but for the sign
+    of a zero, see :class:`GradientTransformation`); only memory is reused.
     """
     if transform.update_in_place is None:
         updates, state = transform.update(updates, state, params, **extra)

@@ -38,8 +38,13 @@ def step(
     ``donate_argnums`` does: it may write its results into their memory (through
     :func:`~infty_func.update_in_place` and an in-place ``apply_updates``) instead of
     allocating new tensors, which on CPU spares the page faults of fresh parameter-sized
-    buffers. The results are the same bit for bit; read the returned params and state and
-    never the donated ones again. Still vmappable (the stacked tensors are written).
+    buffers. The gradients it computes are its own too, and may hold the update on its
+    way (unless ``loss_fn`` brings its own ``value_and_grad``, whose tensors it may keep;
+    a custom ``autograd.Function`` whose backward returns a tensor you keep would see that
+    tensor overwritten: do not donate then). The results are the pure step's values, bit
+    for bit except that a zero may carry the other sign (see
+    :func:`~infty_func.scale_by_adam`); read the returned params and state and never the
+    donated ones again. Still vmappable (the stacked tensors are written).
     """
     if not isinstance(transform, GradientTransformation):
         raise TypeError(f"step needs a GradientTransformation, got {type(transform).__name__}")
@@ -58,10 +63,22 @@ def step(
 def _update(transform, updates, state, params, donate, **extra):
     if not donate:
         return transform.update(updates, state, params, **extra)
-    # The gradients are new, but autodiff may hand back a tensor that lives elsewhere (an
-    # expanded constant): they are not declared owned.
-    updates, state, _ = update_in_place(transform, updates, state, params, owned=False, **extra)
+    owned = _owned_gradients(updates, (params, state, extra["value"]), extra["loss_fn"])
+    updates, state, _ = update_in_place(transform, updates, state, params, owned=owned, **extra)
     return updates, state
+
+
+def _owned_gradients(grads, others, loss_fn) -> bool:
+    """Whether a donated step may overwrite the gradients it computed, as autograd's
+    accumulator steals a gradient nobody else holds: autodiff made them (a ``loss_fn``
+    with its own ``value_and_grad`` may keep what it returns) and none shares memory with
+    the params, the state or the loss. Each transform still checks that what it writes is
+    writable (an expanded constant is not)."""
+    if grads is None or hasattr(loss_fn, "value_and_grad"):
+        return False
+    addresses = [storage_address(g) for g in tree_leaves(grads) if isinstance(g, torch.Tensor)]
+    kept = {storage_address(x) for x in tree_leaves(others) if isinstance(x, torch.Tensor)}
+    return None not in addresses and None not in kept and kept.isdisjoint(addresses)
 
 
 def _apply(params, updates, returned, donate):

@@ -59,10 +59,12 @@ def scale_by_adam(
         return _update(updates, state, in_place=False)
 
     def update_in_place_fn(updates, state, params=None, owned=False, **extra):
-        del params, owned, extra  # the direction goes to a new buffer: grads are never written
-        return (*_update(updates, state, in_place=True), True)
+        del params, extra
+        # The direction goes into the gradients when they are the caller's to overwrite,
+        # else into a new buffer: the caller owns the result either way.
+        return (*_update(updates, state, in_place=True, into_grads=owned), True)
 
-    def _update(updates, state, in_place):
+    def _update(updates, state, in_place, into_grads=False):
         count = state.count + 1
         grads, spec = tree_flatten(updates)
         mu, _ = tree_flatten(state.mu)
@@ -80,9 +82,9 @@ def scale_by_adam(
         hyper = (b1, b2, eps, amsgrad)
         if _fusable(hyper, grads, mu, nu, nu_max, count):
             steps = [count.to(torch.float32)] * len(grads)
-            out, new_mu, new_nu, new_max = _fused(grads, mu, nu, nu_max, steps, hyper, in_place)
+            out, new_mu, new_nu, new_max = _fused(grads, mu, nu, nu_max, steps, hyper, in_place, into_grads)
             return tree_unflatten(out, spec), new_state(new_mu, new_nu, new_max)
-        stacked = _stacked_update(grads, mu, nu, nu_max, state.count, hyper, in_place)
+        stacked = _stacked_update(grads, mu, nu, nu_max, state.count, hyper, in_place, into_grads)
         if stacked is not None:
             out, new_mu, new_nu, new_max = stacked
             return tree_unflatten(out, spec), new_state(new_mu, new_nu, new_max)
@@ -164,7 +166,7 @@ def _fusable(hyper, grads, mu, nu, nu_max, count) -> bool:
     return True
 
 
-def _fused(grads, mu, nu, nu_max, steps, hyper, in_place, by_member=()):
+def _fused(grads, mu, nu, nu_max, steps, hyper, in_place, into_grads=False, by_member=()):
     """Adam's direction ``(m / bias1) / (sqrt(v) / bias2_sqrt + eps)`` and the new moments
     from torch's fused kernel (``torch._fused_adam_``, the kernel behind
     ``torch.optim.Adam(fused=True)``): one pass over the leaves instead of eight.
@@ -176,6 +178,14 @@ def _fused(grads, mu, nu, nu_max, steps, hyper, in_place, by_member=()):
     With ``in_place`` the moments are overwritten where they are writable (the caller owns
     the state); otherwise they are copied first. Every operand is contiguous: the kernel
     indexes memory linearly.
+
+    With ``into_grads`` (the caller owns the gradients) and writable gradients, the
+    direction overwrites them instead of a new zero buffer: AdamW's kernel with
+    ``lr = weight_decay = -1`` first scales its "parameters", here the gradients, by
+    ``1 - lr·weight_decay = 0``, after reading each gradient, and then adds the direction.
+    That spares filling and page-faulting a buffer per leaf. The values are the same;
+    only a zero direction may come out as ``-0`` (a negative gradient times 0) where the
+    zero buffer gives ``+0``, which changes a parameter's bits only when it is itself a zero.
     """
     b1, b2, eps, amsgrad = hyper
 
@@ -192,6 +202,13 @@ def _fused(grads, mu, nu, nu_max, steps, hyper, in_place, by_member=()):
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
     new_mu, new_nu = owned(mu), owned(nu)
     new_max = owned(nu_max) if amsgrad else []
+    if into_grads and writable(grads):
+        torch._fused_adamw_(
+            rows(grads), rows(grads), rows(new_mu), rows(new_nu), rows(new_max), steps,
+            lr=-1.0, beta1=float(b1), beta2=float(b2), weight_decay=-1.0, eps=float(eps),
+            amsgrad=amsgrad, maximize=False,
+        )
+        return grads, new_mu, new_nu, new_max if amsgrad else nu_max
     out = [torch.zeros(g.shape, dtype=g.dtype, device=g.device) for g in grads]
     torch._fused_adam_(
         rows(out), rows(grads), rows(new_mu), rows(new_nu), rows(new_max), steps,
@@ -201,7 +218,7 @@ def _fused(grads, mu, nu, nu_max, steps, hyper, in_place, by_member=()):
     return out, new_mu, new_nu, new_max if amsgrad else nu_max
 
 
-def _stacked_update(grads, mu, nu, nu_max, count, hyper, in_place):
+def _stacked_update(grads, mu, nu, nu_max, count, hyper, in_place, into_grads):
     """Under vmap, the fused kernel on the stacked tensors (see
     :mod:`infty_func.core.batched`), giving each member the bits it gets alone, with its own
     step count; ``None`` when the operands do not allow it."""
@@ -226,5 +243,5 @@ def _stacked_update(grads, mu, nu, nu_max, count, hyper, in_place):
     same_step = steps.dim() == 0 or bool((steps == steps[0]).all())
     split = [not (same_step and x[0].numel() % _WHOLE_MULTIPLE == 0) for x in g]
     leaf_steps = [s for flag in split for s in (per_member if flag else per_member[:1])]
-    out, new_m, new_v, new_max = _fused(g, m, v, vmax, leaf_steps, hyper, in_place, split)
+    out, new_m, new_v, new_max = _fused(g, m, v, vmax, leaf_steps, hyper, in_place, into_grads, split)
     return tuple(rewrap(x, level) for x in (out, new_m, new_v)) + (rewrap(new_max, level) if hyper[3] else nu_max,)

@@ -48,6 +48,45 @@ def test_update_in_place_equals_update_and_leaves_the_callers_tensors_alone(name
         params = ifn.apply_updates(params, expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", NAMES)
+def test_owned_updates_may_be_overwritten_and_still_give_the_update(name, dtype):
+    tx = build(name)
+    params = params_of(make_mlp(dtype=dtype))
+    functional_state = tx.init(params)
+    owned_state = tx.init(params)
+    for grads in _gradient_sequence(params):
+        kept_params = _copy(params)
+        expected, functional_state = tx.update(grads, functional_state, params)
+        got, owned_state, _ = ifn.update_in_place(tx, _copy(grads), owned_state, params, owned=True)
+        _assert_identical(got, expected)
+        _assert_identical(owned_state, functional_state)
+        _assert_identical(params, kept_params)
+        params = ifn.apply_updates(params, expected)
+
+
+@pytest.mark.parametrize("factory", [ifn.scale_by_adam, lambda: ifn.adam(1e-2), lambda: ifn.adam(1e-2, amsgrad=True)])
+def test_adam_writes_its_direction_into_owned_gradients(factory):
+    tx = factory()
+    params = params_of(make_mlp(dtype=torch.float32))
+    functional_state, owned_state = tx.init(params), tx.init(params)
+    for grads in _gradient_sequence(params):
+        expected, functional_state = tx.update(grads, functional_state, params)
+        mine = _copy(grads)
+        got, owned_state, owned = ifn.update_in_place(tx, mine, owned_state, params, owned=True)
+        assert owned
+        assert [g.data_ptr() for g in mine.values()] == [u.data_ptr() for u in got.values()]
+        _assert_identical(got, expected)
+        _assert_identical(owned_state, functional_state)
+
+
+def test_identity_passes_ownership_through():
+    updates = {"w": torch.ones(3)}
+    for owned in (False, True):
+        out, _, flag = ifn.update_in_place(ifn.identity(), updates, ifn.EmptyState(), owned=owned)
+        assert out is updates and flag is owned
+
+
 def test_adam_overwrites_its_own_moments():
     tx = ifn.adam(1e-2)
     params = params_of(make_mlp())
@@ -196,6 +235,57 @@ def test_an_expanded_gradient_survives_a_donated_step():
     state = tx.init(params)
     params, state, _ = ifn.step(tx, state, params, lambda p: p["w"].sum(), donate=True)
     assert torch.equal(params["w"], torch.full((4,), -0.5, dtype=torch.float64))
+
+
+class _OwnGradients:
+    """A loss whose gradient the caller supplies and keeps (``value_and_grad``)."""
+
+    def __init__(self, grads):
+        self.grads = grads
+
+    def __call__(self, params):
+        return sum((p * g).sum() for p, g in zip(params.values(), self.grads.values()))
+
+    def value_and_grad(self, params):
+        return self(params), self.grads
+
+
+def test_a_donated_step_never_writes_gradients_that_loss_fn_supplies():
+    params = params_of(make_mlp(dtype=torch.float32))
+    grads = _gradient_sequence(params, steps=1)[0]
+    kept = _copy(grads)
+    tx = ifn.adam(1e-2)
+    donated, _, _ = ifn.step(tx, tx.init(_copy(params)), _copy(params), _OwnGradients(grads), donate=True)
+    pure, _, _ = ifn.step(tx, tx.init(params), params, _OwnGradients(grads))
+    _assert_identical(grads, kept)
+    _assert_identical(donated, pure)
+
+
+class _GradientIsTheInput(torch.autograd.Function):
+    """``x·x/2`` summed, whose backward hands back the input itself (the gradient, ``x``)."""
+
+    @staticmethod
+    def forward(x):
+        return (x * x).sum() / 2
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return x.detach()  # the param's own memory
+
+
+def test_a_gradient_that_shares_the_params_memory_is_not_overwritten():
+    params = {"w": torch.linspace(-1.0, 1.0, 8)}
+    tx = ifn.adam(0.1)
+    loss_fn = lambda p: _GradientIsTheInput.apply(p["w"])  # noqa: E731
+    pure, _, _ = ifn.step(tx, tx.init(params), params, loss_fn)
+    donated, _, _ = ifn.step(tx, tx.init(params), _copy(params), loss_fn, donate=True)
+    _assert_identical(donated, pure)
+    assert not torch.equal(pure["w"], params["w"])
 
 
 def test_the_adapter_equals_the_functional_path_bit_for_bit_in_float32():

@@ -140,6 +140,35 @@ def test_vmapped_members_at_different_steps_equal_each_member_alone(amsgrad, fus
             assert torch.equal(stacked[m], single)
 
 
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("counts", [None, [0, 3, 70]], ids=["same step", "different steps"])
+def test_vmapped_owned_gradients_take_the_direction_with_each_members_bits(amsgrad, counts, monkeypatch):
+    calls = []
+    kernel = torch._fused_adamw_
+    monkeypatch.setattr(torch, "_fused_adamw_", lambda *a, **k: calls.append(len(a[0])) or kernel(*a, **k))
+    members = 3
+    tx = ifn.scale_by_adam(amsgrad=amsgrad)
+    generator = torch.Generator().manual_seed(7)
+    shapes = {"w": (4, 64), "odd": (3, 5)}
+    params = {k: torch.randn(members, *s, generator=generator) for k, s in shapes.items()}
+    state = vmap(tx.init)(params)
+    if counts is not None:
+        state = state._replace(count=torch.tensor(counts))
+    looped = [ifn.tree_map(lambda x, m=m: x[m].clone(), state) for m in range(members)]
+    for _ in range(3):
+        grads = {k: torch.randn(members, *s, generator=generator) for k, s in shapes.items()}
+        stacked = {k: v.clone() for k, v in grads.items()}
+        out, state = vmap(lambda g, s: ifn.update_in_place(tx, g, s, owned=True)[:2])(stacked, state)
+        assert [v.data_ptr() for v in out.values()] == [v.data_ptr() for v in stacked.values()]
+        for m in range(members):
+            alone, looped[m] = tx.update({k: v[m] for k, v in grads.items()}, looped[m])
+            for key in shapes:
+                assert torch.equal(out[key][m], alone[key]), key
+            for stacked_leaf, single in zip(ifn.tree_leaves(state), ifn.tree_leaves(looped[m])):
+                assert torch.equal(stacked_leaf[m], single)
+    assert calls  # the direction went into the gradients, not through a zero buffer
+
+
 def test_vmap_over_a_trailing_axis_equals_vmap_over_the_leading_one():
     tx = ifn.scale_by_adam()
     generator = torch.Generator().manual_seed(4)
