@@ -43,7 +43,7 @@ def peel(leaves: Sequence[Tensor]) -> tuple[int, list[Tensor]] | None:
         tensor, dim = _functorch._unwrap_batched(leaf, level)
         if is_functorch_wrapped(tensor):
             return None
-        stacked.append(tensor.movedim(dim, 0))
+        stacked.append(tensor if dim == 0 else tensor.movedim(dim, 0))
     return level, stacked
 
 
@@ -52,7 +52,9 @@ def peel_scalar(x: Tensor, level: int) -> Tensor | None:
     not batched; ``None`` when it is wrapped some other way."""
     if _level(x) == level:
         tensor, dim = _functorch._unwrap_batched(x, level)
-        return None if is_functorch_wrapped(tensor) else tensor.movedim(dim, 0)
+        if is_functorch_wrapped(tensor):
+            return None
+        return tensor if dim == 0 else tensor.movedim(dim, 0)
     return None if is_functorch_wrapped(x) else x
 
 

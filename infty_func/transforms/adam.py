@@ -203,8 +203,9 @@ def _fused(grads, mu, nu, nu_max, steps, hyper, in_place, into_grads=False, by_m
     new_mu, new_nu = owned(mu), owned(nu)
     new_max = owned(nu_max) if amsgrad else []
     if into_grads and writable(grads):
+        grad_rows = rows(grads)
         torch._fused_adamw_(
-            rows(grads), rows(grads), rows(new_mu), rows(new_nu), rows(new_max), steps,
+            grad_rows, grad_rows, rows(new_mu), rows(new_nu), rows(new_max), steps,
             lr=-1.0, beta1=float(b1), beta2=float(b2), weight_decay=-1.0, eps=float(eps),
             amsgrad=amsgrad, maximize=False,
         )
