@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch._C import _functorch
 
 from infty_func.core.base import GradientTransformation, Params, State, apply_updates, update_in_place
 from infty_func.core.objective import evaluate, value_and_derivative
-from infty_func.core.tree import PyTree, storage_address, tree_leaves
+from infty_func.core.tree import PyTree, is_functorch_wrapped, storage_address, tree_leaves
 
 __all__ = ["step"]
 
@@ -38,11 +40,12 @@ def step(
     ``donate_argnums`` does: it may write its results into their memory (through
     :func:`~infty_func.update_in_place` and an in-place ``apply_updates``) instead of
     allocating new tensors, which on CPU spares the page faults of fresh parameter-sized
-    buffers. The gradients it computes are its own too, and may hold the update on its
-    way (unless ``loss_fn`` brings its own ``value_and_grad``, whose tensors it may keep;
-    a custom ``autograd.Function`` whose backward returns a tensor you keep would see that
-    tensor overwritten: do not donate then). The results are the pure step's values, bit
-    for bit except that a zero may carry the other sign (see
+    buffers. The gradients it computes may hold the update on its way when nothing else
+    holds them: the step counts the references to each (as autograd's accumulator does
+    before it reuses a gradient), so a gradient a tensor hook kept, a view of one, or one
+    that shares memory with the params, the state or the loss is left alone, and so are
+    the gradients of a ``loss_fn`` with its own ``value_and_grad``. The results are the
+    pure step's values, bit for bit except that a zero may carry the other sign (see
     :func:`~infty_func.scale_by_adam`); read the returned params and state and never the
     donated ones again. Still vmappable (the stacked tensors are written).
     """
@@ -69,16 +72,51 @@ def _update(transform, updates, state, params, donate, **extra):
 
 
 def _owned_gradients(grads, others, loss_fn) -> bool:
-    """Whether a donated step may overwrite the gradients it computed, as autograd's
-    accumulator steals a gradient nobody else holds: autodiff made them (a ``loss_fn``
-    with its own ``value_and_grad`` may keep what it returns) and none shares memory with
-    the params, the state or the loss. Each transform still checks that what it writes is
-    writable (an expanded constant is not)."""
+    """Whether a donated step may overwrite the gradients it computed. As autograd's
+    accumulator steals a gradient only when nothing else holds it, they must come from
+    autodiff (a ``loss_fn`` with its own ``value_and_grad`` may keep what it returns),
+    nothing but the gradient tree may reference them or the tensors they view (a tensor
+    hook may have kept one), and no other tensor may share their memory (a view of one,
+    the params, the state or the loss). Each transform still checks that what it writes
+    is writable (an expanded constant is not)."""
     if grads is None or hasattr(loss_fn, "value_and_grad"):
         return False
-    addresses = [storage_address(g) for g in tree_leaves(grads) if isinstance(g, torch.Tensor)]
+    leaves = tree_leaves(grads)
+    if not all(isinstance(g, torch.Tensor) for g in leaves):
+        return False
+    references, base_references, users = _ALONE
+    for counts in _holders(leaves):
+        if counts is None or counts[0] > references + 1 or counts[1] > base_references or counts[2] > users:
+            return False
+    addresses = [storage_address(g) for g in leaves]
     kept = {storage_address(x) for x in tree_leaves(others) if isinstance(x, torch.Tensor)}
-    return None not in addresses and None not in kept and kept.isdisjoint(addresses)
+    return None not in kept and kept.isdisjoint(addresses)
+
+
+def _holders(leaves: list) -> list[tuple[int, int, int] | None]:
+    """For each tensor, as counted from here: the Python references to it, those to the
+    tensor it is a view of (0 when it is none), and the tensors that use its memory
+    besides that one (looking under any ``torch.func`` wrappers). ``None`` where memory
+    cannot be inspected."""
+    counts = []
+    for leaf in leaves:
+        references = sys.getrefcount(leaf)
+        plain = leaf
+        while is_functorch_wrapped(plain):
+            plain = _functorch.get_unwrapped(plain)
+        if plain.layout != torch.strided or not hasattr(torch._C, "_storage_Use_Count"):
+            counts.append(None)
+            continue
+        base = plain._base
+        users = torch._C._storage_Use_Count(plain.untyped_storage()._cdata) - (base is not None)
+        counts.append((references, 0 if base is None else sys.getrefcount(base), users))
+        del plain, base
+    return counts
+
+
+# The counts of a view (autograd returns some gradients as views of an internal tensor)
+# that only the list handed to _holders holds; a gradient is held by its tree as well.
+_ALONE = _holders([torch.empty(2).view(2)])[0]
 
 
 def _apply(params, updates, returned, donate):

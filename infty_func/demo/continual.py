@@ -60,7 +60,7 @@ def train_continual(
     All seeds run in one vmapped step: parameters, optimizer states and mini-batches carry
     a leading seed axis. Seeds differ in initialisation and in the order of their batches.
     The loop owns the stacked parameters and states, so each step is donated: it writes
-    its results into them (same bits, fewer new buffers).
+    its results into them (the same values as a pure step, fewer new buffers).
 
     With ``replay``, ``replay_per_task`` training samples of each finished task go to a
     buffer, and from the second task on ``loss_fn`` returns two losses, an old-task loss

@@ -70,6 +70,7 @@ def scale_by_adam(
         mu, _ = tree_flatten(state.mu)
         nu, _ = tree_flatten(state.nu)
         nu_max, _ = tree_flatten(state.nu_max) if amsgrad else ([], None)
+        _check_shapes(grads, mu)
 
         def new_state(new_mu, new_nu, new_max):
             return ScaleByAdamState(
@@ -111,6 +112,20 @@ def scale_by_adam(
         return tree_unflatten(out, spec), new_state(new_mu, new_nu, new_max)
 
     return GradientTransformation(init_fn, update_fn, update_in_place=update_in_place_fn)
+
+
+def _check_shapes(grads, mu) -> None:
+    """The update must match the state leaf for leaf: the fused kernel indexes both by the
+    gradient's size, and the formula would broadcast a state of the wrong shape."""
+    if len(grads) != len(mu):
+        raise ValueError(f"scale_by_adam: the updates have {len(grads)} leaves but the state was made for {len(mu)}")
+    for i, (g, m) in enumerate(zip(grads, mu)):
+        if g.shape != m.shape:
+            raise ValueError(
+                f"scale_by_adam: update leaf {i} has shape {tuple(g.shape)} but the state was made for "
+                f"{tuple(m.shape)} (several losses give a Jacobian with a leading axis: combine them first, "
+                "e.g. with a multi-objective transform)"
+            )
 
 
 def _foreach_moments(grads, mu, nu, nu_max, b1, b2, amsgrad):

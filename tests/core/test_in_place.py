@@ -274,6 +274,183 @@ def test_a_gradient_that_shares_the_params_memory_is_not_overwritten():
     assert not torch.equal(pure["w"], params["w"])
 
 
+@pytest.fixture
+def adamw_kernel_calls(monkeypatch):
+    """Count the calls of the AdamW kernel, which writes Adam's direction into owned
+    gradients."""
+    calls = []
+    kernel = torch._fused_adamw_
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[0]))
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_adamw_", counting)
+    return calls
+
+
+def _donated_and_pure(tx, params, loss_fn, steps=3):
+    pure, donated = _copy(params), _copy(params)
+    pure_state, donated_state = tx.init(pure), tx.init(donated)
+    for _ in range(steps):
+        pure, pure_state, _ = ifn.step(tx, pure_state, pure, loss_fn)
+        donated, donated_state, _ = ifn.step(tx, donated_state, donated, loss_fn, donate=True)
+    _assert_identical(donated, pure)
+    _assert_identical(donated_state, pure_state)
+
+
+def test_a_donated_adam_step_writes_its_direction_into_its_own_gradients(adamw_kernel_calls):
+    model = make_mlp(dtype=torch.float32)
+    (x, y), = make_batches(1, dtype=torch.float32)
+    _donated_and_pure(ifn.adam(1e-2), params_of(model), loss_fn_for(model, x, y))
+    assert len(adamw_kernel_calls) == 3  # the donated steps only
+
+
+def test_a_donated_vmapped_adam_step_writes_its_direction_into_its_own_gradients(adamw_kernel_calls):
+    tx = ifn.adam(1e-2)
+    models = [make_mlp(seed, dtype=torch.float32) for seed in range(3)]
+    stacked, _ = stack_module_state(models)
+    params = {k: v.detach().clone() for k, v in stacked.items()}
+    x, y = torch.randn(3, 12, 6), torch.randint(0, 4, (3, 12))
+    train_step = lambda p, s, x, y: ifn.step(tx, s, p, loss_fn_for(models[0], x, y), donate=True)[:2]  # noqa: E731
+    vmap(train_step)(params, vmap(tx.init)(params), x, y)
+    assert adamw_kernel_calls
+
+
+@pytest.mark.parametrize("keep", ["the gradient", "a view of it"])
+def test_a_gradient_a_tensor_hook_keeps_survives_a_donated_step(keep, adamw_kernel_calls):
+    seen = []
+    x = torch.randn(5, 3)
+
+    def loss_fn(p):
+        w = p["w"]
+        w.register_hook(lambda g: seen.append(g if keep == "the gradient" else g.view(-1)))
+        return ((x @ w.T) ** 2).mean()
+
+    params = {"w": torch.randn(4, 3)}
+    tx = ifn.adam(1e-2)
+    ifn.step(tx, tx.init(params), _copy(params), loss_fn, donate=True)
+    kept = seen[-1].clone()
+    ifn.step(tx, tx.init(params), _copy(params), loss_fn)
+    assert torch.equal(seen[0], kept) and torch.equal(seen[0].reshape(-1), seen[1].reshape(-1))
+    assert not adamw_kernel_calls
+
+
+def test_a_gradient_that_views_what_a_hook_keeps_survives_a_donated_step():
+    # w is used through a view: its gradient is a view of the view's gradient, which the
+    # hook keeps.
+    seen = []
+    c = torch.randn(4, 3)
+
+    def loss_fn(p):
+        v = p["w"].view(4, 3)
+        v.register_hook(seen.append)
+        return (torch.tanh(v) * c).sum()
+
+    params = {"w": torch.randn(12)}
+    tx = ifn.adam(1e-2)
+    ifn.step(tx, tx.init(params), _copy(params), loss_fn, donate=True)
+    kept = seen[-1].clone()
+    ifn.step(tx, tx.init(params), _copy(params), loss_fn)
+    assert torch.equal(seen[0], kept) and torch.equal(seen[0], seen[1])
+
+
+def test_an_activation_gradient_a_hook_keeps_survives_a_donated_step():
+    # A param added to an activation without broadcasting gets the activation's gradient
+    # tensor itself as its gradient.
+    params = {"pos": torch.randn(6, 4), "w": torch.randn(4, 4)}
+    tokens, target = torch.randn(6, 4), torch.randn(6, 4)
+    seen = []
+
+    def loss_fn(p):
+        h = tokens @ p["w"] + p["pos"]
+        h.register_hook(seen.append)
+        return ((torch.tanh(h) - target) ** 2).sum()
+
+    tx = ifn.adam(1e-2)
+    ifn.step(tx, tx.init(params), _copy(params), loss_fn, donate=True)
+    kept = seen[-1].clone()
+    ifn.step(tx, tx.init(params), _copy(params), loss_fn)
+    assert torch.equal(seen[0], kept) and torch.equal(seen[0], seen[1])
+    _donated_and_pure(tx, params, loss_fn)
+
+
+def test_a_gradient_a_hook_keeps_under_vmap_survives_a_donated_step():
+    x = torch.randn(3, 5, 2)
+    tx = ifn.adam(1e-2)
+
+    def logged_gradients(donate):
+        def train_step(p, s, x):
+            seen = []
+
+            def loss_fn(q):
+                q["w"].register_hook(seen.append)
+                return ((x @ q["w"].T) ** 2).mean()
+
+            ifn.step(tx, s, p, loss_fn, donate=donate)
+            return seen[-1] * 1.0  # read after the step
+
+        params = {"w": torch.linspace(-1.0, 1.0, 24).reshape(3, 4, 2)}
+        return vmap(train_step)(params, vmap(tx.init)(params), x)
+
+    assert torch.equal(logged_gradients(True), logged_gradients(False))
+
+
+class _GradientIsAStateTensor(torch.autograd.Function):
+    """``<x, c>``, whose backward hands back ``c`` itself, here a tensor of the state."""
+
+    @staticmethod
+    def forward(x, c):
+        return (x * c).sum()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.c = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return ctx.c, None
+
+
+def test_a_gradient_that_is_a_state_tensor_is_not_overwritten():
+    tx = ifn.adam(0.1)
+    params = {"w": torch.linspace(-1.0, 1.0, 8)}
+    state = tx.init(params)
+    state = ifn.tree_map(lambda x: x + 0.5 if x.is_floating_point() else x, state)
+    second_moment = ifn.tree_leaves(ifn.tree_get(state, "nu"))[0]
+    loss_fn = lambda p: _GradientIsAStateTensor.apply(p["w"], second_moment)  # noqa: E731
+    pure, pure_state, _ = ifn.step(tx, _copy(state), params, loss_fn)
+    donated, donated_state, _ = ifn.step(tx, state, _copy(params), loss_fn, donate=True)
+    _assert_identical(donated, pure)
+    _assert_identical(donated_state, pure_state)
+    assert not torch.equal(pure["w"], params["w"])
+
+
+def test_owned_gradients_that_are_one_tensor_get_a_buffer_of_their_own():
+    # The gradient of a + b is one tensor for both: writing a's direction into it would
+    # change b's gradient before b's turn.
+    tx = ifn.adam(0.1)
+    params = {"a": torch.tensor([0.2, -0.9, 1.9]), "b": torch.tensor([0.0, 0.6, -0.8])}
+    shared = torch.tensor([0.3, -0.2, 0.7])
+    expected, _ = tx.update({"a": shared, "b": shared}, tx.init(params), params)
+    got, _, _ = ifn.update_in_place(tx, {"a": shared, "b": shared}, tx.init(params), params, owned=True)
+    _assert_identical(got, expected)
+
+
+def test_only_zeros_may_change_sign_when_adam_writes_into_the_gradients():
+    # g² overflows float32 for g = ±1e30: v is inf and the direction is a zero, +0 from
+    # the zero buffer, and -0 (a negative gradient times 0) when written into g.
+    tx = ifn.scale_by_adam()
+    grads = {"w": torch.tensor([1e30, -1e30, 0.5, -0.5, 0.0, -0.0, 3e-3, -7.0])}
+    expected, expected_state = tx.update(grads, tx.init(grads))
+    got, state, _ = ifn.update_in_place(tx, _copy(grads), tx.init(grads), owned=True)
+    _assert_identical(got, expected)
+    _assert_identical(state, expected_state)
+    differs = got["w"].view(torch.int32) != expected["w"].view(torch.int32)
+    assert differs.any() and bool((got["w"][differs] == 0).all())
+    assert torch.equal(got["w"][differs].signbit(), torch.ones_like(differs[differs]))
+
+
 def test_the_adapter_equals_the_functional_path_bit_for_bit_in_float32():
     model = make_mlp(dtype=torch.float32)
     batches = make_batches(10, dtype=torch.float32)

@@ -223,3 +223,21 @@ def test_members_in_step_run_whole_where_that_keeps_each_members_bits(dtype, fus
             for key in shapes:
                 assert torch.equal(out[key][m], alone[key]), key
     assert fused_calls[0] == 2 + members  # w and b whole, odd by member
+
+
+def test_an_update_of_another_shape_than_the_state_is_refused():
+    # The fused kernel would index the moments by the gradient's size, past their end.
+    tx = ifn.scale_by_adam()
+    state = tx.init({"w": torch.zeros(64)})
+    with pytest.raises(ValueError, match=r"update leaf 0 has shape \(3, 64\) but the state was made for \(64,\)"):
+        tx.update({"w": torch.randn(3, 64)}, state)
+    with pytest.raises(ValueError, match="2 leaves but the state was made for 1"):
+        tx.update({"w": torch.randn(64), "b": torch.randn(1)}, state)
+
+
+def test_several_losses_through_adam_are_refused_before_any_kernel_runs(fused_calls):
+    tx = ifn.adam(1e-2)
+    params = {"w": torch.randn(4)}
+    with pytest.raises(ValueError, match="Jacobian"):
+        ifn.step(tx, tx.init(params), params, lambda p: torch.stack([p["w"].sum(), (p["w"] ** 2).sum()]), donate=True)
+    assert not fused_calls
