@@ -88,9 +88,8 @@ def _owned_gradients(grads, others, loss_fn) -> bool:
     for counts in _holders(leaves):
         if counts is None or counts[0] > references + 1 or counts[1] > base_references or counts[2] > users:
             return False
-    addresses = [storage_address(g) for g in leaves]
-    kept = {storage_address(x) for x in tree_leaves(others) if isinstance(x, torch.Tensor)}
-    return None not in kept and kept.isdisjoint(addresses)
+    kept = {storage_address(x) for x in _tensors(others)}
+    return None not in kept and kept.isdisjoint(storage_address(g) for g in leaves)
 
 
 def _holders(leaves: list) -> list[tuple[int, int, int] | None]:
@@ -124,6 +123,25 @@ def _apply(params, updates, returned, donate):
     returns shares their memory (a state may keep the params themselves, a loss may be a
     view of one). Tied or overlapping params ``apply_updates`` refuses itself."""
     if donate:
-        others = {storage_address(x) for x in (*tree_leaves(updates), *tree_leaves(returned)) if isinstance(x, torch.Tensor)}
-        donate = None not in others and others.isdisjoint(storage_address(p) for p in tree_leaves(params))
+        others = {storage_address(x) for x in _tensors((updates, returned))}
+        donate = None not in others and others.isdisjoint(storage_address(p) for p in _tensors(params))
     return apply_updates(params, updates, in_place=donate)
+
+
+def _tensors(tree) -> list[torch.Tensor]:
+    """Every tensor in a pytree, in no set order: a walk through dicts, lists and tuples,
+    quicker than a flatten, with other nodes flattened. It may find more than the pytree's
+    leaves (every value of a dict or tuple subclass), never fewer, which only makes the
+    memory checks above stricter."""
+    found, pending = [], [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, torch.Tensor):
+            found.append(node)
+        elif isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            pending.extend(node)
+        elif node is not None and not isinstance(node, (bool, int, float, str)):
+            found.extend(x for x in tree_leaves(node) if isinstance(x, torch.Tensor))
+    return found
