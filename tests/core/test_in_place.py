@@ -552,3 +552,26 @@ def test_apply_updates_in_place_writes_the_params_it_may_and_copies_the_rest():
     tracked = {"w": torch.zeros(3, requires_grad=True)}
     out = ifn.apply_updates(tracked, {"w": torch.ones(3)}, in_place=True)
     assert out["w"] is not tracked["w"] and torch.equal(tracked["w"].detach(), torch.zeros(3))
+
+
+class _Box:
+    """A pytree node that is neither a dict, a list nor a tuple."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+
+torch.utils._pytree.register_pytree_node(_Box, lambda box: ([box.inner], None), lambda leaves, _: _Box(leaves[0]))
+
+
+def test_the_donation_checks_see_every_tensor_of_a_pytree():
+    import importlib
+
+    tensors_of = importlib.import_module("infty_func.core.step")._tensors
+    params = params_of(make_mlp())
+    tx = ifn.named_chain(("clip", ifn.clip_by_global_norm(1.0)), ("adam", ifn.adam(1e-2, amsgrad=True)))
+    trees = [params, tx.init(params), (params, [torch.ones(2), None, 3, "x"]), _Box({"a": _Box(torch.zeros(1))})]
+    for tree in trees:
+        leaves = [x for x in ifn.tree_leaves(tree) if isinstance(x, torch.Tensor)]
+        found = tensors_of(tree)
+        assert leaves and {id(x) for x in leaves} == {id(x) for x in found}
