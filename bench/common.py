@@ -61,7 +61,9 @@ def ratio_line(name: str, seconds: float, baseline: float) -> str:
     return f"  {name:<44}{seconds * 1e3:>10.2f} ms{seconds / baseline:>9.2f}x"
 
 
-def functional_stepper(model: nn.Module, transform, loss_fn: Callable, donate: bool = False) -> Callable[[], None]:
+def functional_stepper(
+    model: nn.Module, transform, loss_fn: Callable, donate: bool = False, reuse_gradients: bool = False
+) -> Callable[[], None]:
     """A no-argument ``ifn.step`` of ``transform`` on ``model``'s parameters (detached; cloned
     when ``donate``, since the step then writes into them), carrying the parameters and
     state between calls."""
@@ -71,7 +73,9 @@ def functional_stepper(model: nn.Module, transform, loss_fn: Callable, donate: b
     box["state"] = transform.init(box["params"])
 
     def step():
-        box["params"], box["state"], _ = ifn.step(transform, box["state"], box["params"], loss_fn, donate=donate)
+        box["params"], box["state"], _ = ifn.step(
+            transform, box["state"], box["params"], loss_fn, donate=donate, reuse_gradients=reuse_gradients
+        )
 
     return step
 

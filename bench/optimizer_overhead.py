@@ -108,6 +108,7 @@ def training_step(sizes, repeats: int) -> None:
 
     functional_step = functional_stepper(functional_model, ifn.adam(1e-3), loss_fn)
     donated_step = functional_stepper(functional_model, ifn.adam(1e-3), loss_fn, donate=True)
+    reusing_step = functional_stepper(functional_model, ifn.adam(1e-3), loss_fn, donate=True, reuse_gradients=True)
 
     def forward_backward():
         functional_model.zero_grad()
@@ -115,9 +116,11 @@ def training_step(sizes, repeats: int) -> None:
 
     ours = median_seconds(functional_step, repeats)
     donated = median_seconds(donated_step, repeats)
+    reusing = median_seconds(reusing_step, repeats)
     print(ratio_line("nn.Module + torch.optim.Adam(foreach=True)", baseline, baseline))
     print(ratio_line("ifn.step(adam) over functional_call", ours, baseline))
     print(ratio_line("ifn.step(adam, donate=True)", donated, baseline))
+    print(ratio_line("  ... and reuse_gradients=True", reusing, baseline))
     print(ratio_line("(plain forward + backward alone)", median_seconds(forward_backward, repeats), baseline))
 
 

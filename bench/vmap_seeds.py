@@ -1,10 +1,11 @@
 """Training N seeds at once: one vmapped step vs a Python loop of steps.
 
 For N = 1, 8, 32 seeds of an MLP 784→128→10 (batch 64 per seed), time one adam training
-step (a) vmapped over the seeds with ifn.step, pure, and (a') with donate=True (the step
-writes into the stacked params and state), (b) a Python loop of functional ifn.step calls,
+step (a) vmapped over the seeds with ifn.step, pure, (a') with donate=True (the step
+writes into the stacked params and state) and (a'') with reuse_gradients=True as well (the
+update runs in the gradients' memory), (b) a Python loop of functional ifn.step calls,
 (c) a Python loop of nn.Module + torch.optim.Adam(foreach=True) steps, and print the
-speedups of (a) and (a') over (b) and over (c).
+speedups of (a), (a') and (a'') over (b) and over (c).
 
 On Linux, glibc hands large freed blocks back to the kernel, so every new stacked buffer
 (32 seeds × 100k parameters = 12.8 MB) is page-faulted in again on each step. Set
@@ -42,15 +43,15 @@ def measure(seeds: int, repeats: int) -> dict[str, float]:
     base = models[0]
     tx = ifn.adam(1e-3)
 
-    def train_step(params, state, x, y, donate=False):
+    def train_step(params, state, x, y, donate=False, reuse=False):
         loss_fn = lambda p: nn.functional.cross_entropy(functional_call(base, p, (x,)), y)  # noqa: E731
-        return ifn.step(tx, state, params, loss_fn, donate=donate)[:2]
+        return ifn.step(tx, state, params, loss_fn, donate=donate, reuse_gradients=reuse)[:2]
 
-    def vmapped_stepper(donate):
+    def vmapped_stepper(donate, reuse=False):
         stacked, _ = stack_module_state(models)
         stacked = {k: v.detach().clone() for k, v in stacked.items()}
         batched = {"params": stacked, "state": vmap(tx.init)(stacked)}
-        batched_step = vmap(lambda p, s, x, y: train_step(p, s, x, y, donate))
+        batched_step = vmap(lambda p, s, x, y: train_step(p, s, x, y, donate, reuse))
 
         def vmapped():
             batched["params"], batched["state"] = batched_step(batched["params"], batched["state"], xs, ys)
@@ -77,6 +78,7 @@ def measure(seeds: int, repeats: int) -> dict[str, float]:
     steppers = {
         "vmapped": vmapped_stepper(False),
         "donated": vmapped_stepper(True),
+        "reused": vmapped_stepper(True, reuse=True),
         "functional": functional_loop,
         "module": module_loop,
     }
@@ -95,14 +97,16 @@ def main() -> None:
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; MLP {SIZES}, batch {BATCH}, adam")
     print(f"allocator: {allocator_settings()}")
-    columns = ("vmapped", "donated", "func loop", "module loop")
-    speedups = ("pure/func", "pure/module", "donated/func", "donated/module")
+    columns = ("vmapped", "donated", "reused", "func loop", "module loop")
+    speedups = [f"{ours}/{loop}" for ours in ("pure", "donated", "reused") for loop in ("func", "module")]
     print(f"{'seeds':>6}" + "".join(f"{c:>12}" for c in columns) + "".join(f"{c:>15}" for c in speedups))
     for seeds in (1, 8, 32):
         t = measure(seeds, args.repeats)
-        times = "".join(f"{t[k] * 1e3:>10.2f}ms" for k in ("vmapped", "donated", "functional", "module"))
+        times = "".join(f"{t[k] * 1e3:>10.2f}ms" for k in ("vmapped", "donated", "reused", "functional", "module"))
         ratios = "".join(
-            f"{t[loop] / t[ours]:>14.2f}x" for ours in ("vmapped", "donated") for loop in ("functional", "module")
+            f"{t[loop] / t[ours]:>14.2f}x"
+            for ours in ("vmapped", "donated", "reused")
+            for loop in ("functional", "module")
         )
         print(f"{seeds:>6}{times}{ratios}")
 

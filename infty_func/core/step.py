@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch._C import _functorch
+from torch.utils._pytree import SUPPORTED_NODES
 
 from infty_func.core.base import GradientTransformation, Params, State, apply_updates, update_in_place
 from infty_func.core.objective import evaluate, value_and_derivative
@@ -23,6 +24,7 @@ def step(
     loss_fn: Callable[[PyTree], Any],
     *,
     donate: bool = False,
+    reuse_gradients: bool = False,
     **extra: Any,
 ) -> tuple[Params, State, Any]:
     """One step: differentiate ``loss_fn`` at ``params``, transform, apply.
@@ -40,33 +42,45 @@ def step(
     ``donate_argnums`` does: it may write its results into their memory (through
     :func:`~infty_func.update_in_place` and an in-place ``apply_updates``) instead of
     allocating new tensors, which on CPU spares the page faults of fresh parameter-sized
-    buffers. The gradients it computes may hold the update on its way when nothing else
-    holds them: the step counts the references to each (as autograd's accumulator does
-    before it reuses a gradient), so a gradient a tensor hook kept, a view of one, or one
-    that shares memory with the params, the state or the loss is left alone, and so are
-    the gradients of a ``loss_fn`` with its own ``value_and_grad``. The results are the
-    pure step's values, bit for bit except that a zero may carry the other sign (see
-    :func:`~infty_func.scale_by_adam`); read the returned params and state and never the
-    donated ones again. Still vmappable (the stacked tensors are written).
+    buffers. The results are the pure step's values bit for bit; read the returned params
+    and state and never the donated ones again. Still vmappable (the stacked tensors are
+    written).
+
+    ``reuse_gradients=True`` (with ``donate=True``) also lets the update run in the memory
+    of the gradients the step computes (Adam writes its direction there, the learning
+    rate scales it in place), sparing one more buffer. It is a promise, as donation is:
+    nothing may keep a gradient, or memory under one, past the step (a tensor hook that
+    logs it, a custom ``autograd.Function`` that returns a tensor it keeps, a NumPy or
+    DLPack view). The step refuses what it can see: gradients that something else
+    references or views (it counts Python and C++ references, as autograd's accumulator
+    does before it reuses a gradient), that share memory with the params, the state or
+    the loss, whose memory torch did not allocate, or that a ``loss_fn`` supplies through
+    its own ``value_and_grad``. The values are the pure step's; only a zero may carry the
+    other sign (see :func:`~infty_func.scale_by_adam`).
     """
     if not isinstance(transform, GradientTransformation):
         raise TypeError(f"step needs a GradientTransformation, got {type(transform).__name__}")
+    if reuse_gradients and not donate:
+        raise ValueError(
+            "step(reuse_gradients=True) needs donate=True: the update runs in place, in the "
+            "gradients' memory and in the state's"
+        )
     if not transform.needs_gradient:
         # Gradient-free methods run wholly without autograd: no graph, even for params
         # that require grad.
         with torch.no_grad():
             value = evaluate(loss_fn, params) if transform.needs_value else None
-            updates, state = _update(transform, None, state, params, donate, loss_fn=loss_fn, value=value, **extra)
+            updates, state = _update(transform, None, state, params, donate, False, loss_fn=loss_fn, value=value, **extra)
             return _apply(params, updates, (state, value), donate), state, value
     value, grads = value_and_derivative(loss_fn)(params)
-    updates, state = _update(transform, grads, state, params, donate, loss_fn=loss_fn, value=value, **extra)
+    updates, state = _update(transform, grads, state, params, donate, reuse_gradients, loss_fn=loss_fn, value=value, **extra)
     return _apply(params, updates, (state, value), donate), state, value
 
 
-def _update(transform, updates, state, params, donate, **extra):
+def _update(transform, updates, state, params, donate, reuse_gradients, **extra):
     if not donate:
         return transform.update(updates, state, params, **extra)
-    owned = _owned_gradients(updates, (params, state, extra["value"]), extra["loss_fn"])
+    owned = reuse_gradients and _owned_gradients(updates, (params, state, extra["value"]), extra["loss_fn"])
     updates, state, _ = update_in_place(transform, updates, state, params, owned=owned, **extra)
     return updates, state
 
@@ -84,38 +98,58 @@ def _owned_gradients(grads, others, loss_fn) -> bool:
     leaves = tree_leaves(grads)
     if not all(isinstance(g, torch.Tensor) for g in leaves):
         return False
-    references, base_references, users = _ALONE
     for counts in _holders(leaves):
-        if counts is None or counts[0] > references + 1 or counts[1] > base_references or counts[2] > users:
+        if counts is None or not _alone(counts):
             return False
     kept = {storage_address(x) for x in _tensors(others)}
     return None not in kept and kept.isdisjoint(storage_address(g) for g in leaves)
 
 
-def _holders(leaves: list) -> list[tuple[int, int, int] | None]:
-    """For each tensor, as counted from here: the Python references to it, those to the
-    tensor it is a view of (0 when it is none), and the tensors that use its memory
-    besides that one (looking under any ``torch.func`` wrappers). ``None`` where memory
-    cannot be inspected."""
+def _holders(leaves: list) -> list[tuple | None]:
+    """For each tensor, as counted from here, the holders of everything an in-place write
+    to it would change: Python references and C++ references (``_use_count``) to the tensor
+    and to each tensor under its ``torch.func`` wrappers, to the tensor it views, and to
+    its storage (Python object and the tensors that use it). ``None`` where memory cannot
+    be inspected or is not torch's own (``from_numpy``, DLPack, ``from_blob``)."""
     counts = []
     for leaf in leaves:
-        references = sys.getrefcount(leaf)
+        row = [sys.getrefcount(leaf), leaf._use_count()]
         plain = leaf
         while is_functorch_wrapped(plain):
             plain = _functorch.get_unwrapped(plain)
+            row += [sys.getrefcount(plain), plain._use_count()]
         if plain.layout != torch.strided or not hasattr(torch._C, "_storage_Use_Count"):
             counts.append(None)
             continue
+        storage = plain.untyped_storage()
+        if not storage.resizable():  # memory torch did not allocate: someone else may read it
+            counts.append(None)
+            continue
         base = plain._base
-        users = torch._C._storage_Use_Count(plain.untyped_storage()._cdata) - (base is not None)
-        counts.append((references, 0 if base is None else sys.getrefcount(base), users))
-        del plain, base
+        row += [0, 0] if base is None else [sys.getrefcount(base), base._use_count()]
+        row += [sys.getrefcount(storage), torch._C._storage_Use_Count(storage._cdata) - (base is not None)]
+        counts.append(tuple(row))
+        del plain, base, storage
     return counts
 
 
 # The counts of a view (autograd returns some gradients as views of an internal tensor)
 # that only the list handed to _holders holds; a gradient is held by its tree as well.
 _ALONE = _holders([torch.empty(2).view(2)])[0]
+
+
+def _alone(counts) -> bool:
+    """Whether :func:`_holders`' counts for a gradient are those of a gradient only its
+    tree holds: one reference more than ``_ALONE`` to the leaf, and for each tensor under
+    its wrappers the wrapper's link besides the count's own."""
+    refs, uses, *inner = counts
+    if refs > _ALONE[0] + 1 or uses > _ALONE[1]:
+        return False
+    levels, tail = inner[:-4], inner[-4:]
+    for i in range(0, len(levels), 2):  # a tensor under a wrapper: the wrapper's link and our local
+        if levels[i] > _ALONE[0] or levels[i + 1] > _ALONE[1] + 1:
+            return False
+    return all(c <= a for c, a in zip(tail, _ALONE[2:]))
 
 
 def _apply(params, updates, returned, donate):
@@ -129,19 +163,23 @@ def _apply(params, updates, returned, donate):
 
 
 def _tensors(tree) -> list[torch.Tensor]:
-    """Every tensor in a pytree, in no set order: a walk through dicts, lists and tuples,
-    quicker than a flatten, with other nodes flattened. It may find more than the pytree's
-    leaves (every value of a dict or tuple subclass), never fewer, which only makes the
-    memory checks above stricter."""
+    """Every tensor leaf of a pytree, in no set order: a walk through plain dicts, lists,
+    tuples and namedtuples, quicker than a flatten, with every other node (a registered
+    subclass may flatten to more than its items) flattened as the pytree does."""
     found, pending = [], [tree]
     while pending:
         node = pending.pop()
+        kind = type(node)
         if isinstance(node, torch.Tensor):
             found.append(node)
-        elif isinstance(node, dict):
+        elif kind is dict:
             pending.extend(node.values())
-        elif isinstance(node, (list, tuple)):
+        elif kind is list or kind is tuple or _plain_namedtuple(kind):
             pending.extend(node)
         elif node is not None and not isinstance(node, (bool, int, float, str)):
             found.extend(x for x in tree_leaves(node) if isinstance(x, torch.Tensor))
     return found
+
+
+def _plain_namedtuple(kind: type) -> bool:
+    return issubclass(kind, tuple) and hasattr(kind, "_fields") and kind not in SUPPORTED_NODES

@@ -241,7 +241,7 @@ def test_a_donated_step_never_writes_gradients_that_loss_fn_supplies():
     grads = _gradient_sequence(params, steps=1)[0]
     kept = _copy(grads)
     tx = ifn.adam(1e-2)
-    donated, _, _ = ifn.step(tx, tx.init(_copy(params)), _copy(params), _OwnGradients(grads), donate=True)
+    donated, _, _ = ifn.step(tx, tx.init(_copy(params)), _copy(params), _OwnGradients(grads), donate=True, reuse_gradients=True)
     pure, _, _ = ifn.step(tx, tx.init(params), params, _OwnGradients(grads))
     _assert_identical(grads, kept)
     _assert_identical(donated, pure)
@@ -269,7 +269,7 @@ def test_a_gradient_that_shares_the_params_memory_is_not_overwritten():
     tx = ifn.adam(0.1)
     loss_fn = lambda p: _GradientIsTheInput.apply(p["w"])  # noqa: E731
     pure, _, _ = ifn.step(tx, tx.init(params), params, loss_fn)
-    donated, _, _ = ifn.step(tx, tx.init(params), _copy(params), loss_fn, donate=True)
+    donated, _, _ = ifn.step(tx, tx.init(params), _copy(params), loss_fn, donate=True, reuse_gradients=True)
     _assert_identical(donated, pure)
     assert not torch.equal(pure["w"], params["w"])
 
@@ -289,30 +289,40 @@ def adamw_kernel_calls(monkeypatch):
     return calls
 
 
-def _donated_and_pure(tx, params, loss_fn, steps=3):
+def _donated_and_pure(tx, params, loss_fn, steps=3, reuse_gradients=True):
     pure, donated = _copy(params), _copy(params)
     pure_state, donated_state = tx.init(pure), tx.init(donated)
     for _ in range(steps):
         pure, pure_state, _ = ifn.step(tx, pure_state, pure, loss_fn)
-        donated, donated_state, _ = ifn.step(tx, donated_state, donated, loss_fn, donate=True)
+        donated, donated_state, _ = ifn.step(
+            tx, donated_state, donated, loss_fn, donate=True, reuse_gradients=reuse_gradients
+        )
     _assert_identical(donated, pure)
     _assert_identical(donated_state, pure_state)
 
 
-def test_a_donated_adam_step_writes_its_direction_into_its_own_gradients(adamw_kernel_calls):
+@pytest.mark.parametrize("reuse_gradients", [False, True])
+def test_adam_writes_its_direction_into_the_gradients_only_when_the_step_may_reuse_them(reuse_gradients, adamw_kernel_calls):
     model = make_mlp(dtype=torch.float32)
     (x, y), = make_batches(1, dtype=torch.float32)
-    _donated_and_pure(ifn.adam(1e-2), params_of(model), loss_fn_for(model, x, y))
-    assert len(adamw_kernel_calls) == 3  # the donated steps only
+    _donated_and_pure(ifn.adam(1e-2), params_of(model), loss_fn_for(model, x, y), reuse_gradients=reuse_gradients)
+    assert len(adamw_kernel_calls) == (3 if reuse_gradients else 0)  # the reusing steps only
 
 
-def test_a_donated_vmapped_adam_step_writes_its_direction_into_its_own_gradients(adamw_kernel_calls):
+def test_reusing_gradients_needs_donation():
+    params = {"w": torch.ones(3)}
+    tx = ifn.adam(0.1)
+    with pytest.raises(ValueError, match="reuse_gradients=True\\) needs donate=True"):
+        ifn.step(tx, tx.init(params), params, lambda p: p["w"].sum(), reuse_gradients=True)
+
+
+def test_a_vmapped_step_that_reuses_gradients_writes_adams_direction_into_them(adamw_kernel_calls):
     tx = ifn.adam(1e-2)
     models = [make_mlp(seed, dtype=torch.float32) for seed in range(3)]
     stacked, _ = stack_module_state(models)
     params = {k: v.detach().clone() for k, v in stacked.items()}
     x, y = torch.randn(3, 12, 6), torch.randint(0, 4, (3, 12))
-    train_step = lambda p, s, x, y: ifn.step(tx, s, p, loss_fn_for(models[0], x, y), donate=True)[:2]  # noqa: E731
+    train_step = lambda p, s, x, y: ifn.step(tx, s, p, loss_fn_for(models[0], x, y), donate=True, reuse_gradients=True)[:2]  # noqa: E731
     vmap(train_step)(params, vmap(tx.init)(params), x, y)
     assert adamw_kernel_calls
 
@@ -329,7 +339,7 @@ def test_a_gradient_a_tensor_hook_keeps_survives_a_donated_step(keep, adamw_kern
 
     params = {"w": torch.randn(4, 3)}
     tx = ifn.adam(1e-2)
-    ifn.step(tx, tx.init(params), _copy(params), loss_fn, donate=True)
+    ifn.step(tx, tx.init(params), _copy(params), loss_fn, donate=True, reuse_gradients=True)
     kept = seen[-1].clone()
     ifn.step(tx, tx.init(params), _copy(params), loss_fn)
     assert torch.equal(seen[0], kept) and torch.equal(seen[0].reshape(-1), seen[1].reshape(-1))
@@ -349,7 +359,7 @@ def test_a_gradient_that_views_what_a_hook_keeps_survives_a_donated_step():
 
     params = {"w": torch.randn(12)}
     tx = ifn.adam(1e-2)
-    ifn.step(tx, tx.init(params), _copy(params), loss_fn, donate=True)
+    ifn.step(tx, tx.init(params), _copy(params), loss_fn, donate=True, reuse_gradients=True)
     kept = seen[-1].clone()
     ifn.step(tx, tx.init(params), _copy(params), loss_fn)
     assert torch.equal(seen[0], kept) and torch.equal(seen[0], seen[1])
@@ -368,7 +378,7 @@ def test_an_activation_gradient_a_hook_keeps_survives_a_donated_step():
         return ((torch.tanh(h) - target) ** 2).sum()
 
     tx = ifn.adam(1e-2)
-    ifn.step(tx, tx.init(params), _copy(params), loss_fn, donate=True)
+    ifn.step(tx, tx.init(params), _copy(params), loss_fn, donate=True, reuse_gradients=True)
     kept = seen[-1].clone()
     ifn.step(tx, tx.init(params), _copy(params), loss_fn)
     assert torch.equal(seen[0], kept) and torch.equal(seen[0], seen[1])
@@ -387,7 +397,7 @@ def test_a_gradient_a_hook_keeps_under_vmap_survives_a_donated_step():
                 q["w"].register_hook(seen.append)
                 return ((x @ q["w"].T) ** 2).mean()
 
-            ifn.step(tx, s, p, loss_fn, donate=donate)
+            ifn.step(tx, s, p, loss_fn, donate=donate, reuse_gradients=donate)
             return seen[-1] * 1.0  # read after the step
 
         params = {"w": torch.linspace(-1.0, 1.0, 24).reshape(3, 4, 2)}
@@ -420,10 +430,107 @@ def test_a_gradient_that_is_a_state_tensor_is_not_overwritten():
     second_moment = ifn.tree_leaves(ifn.tree_get(state, "nu"))[0]
     loss_fn = lambda p: _GradientIsAStateTensor.apply(p["w"], second_moment)  # noqa: E731
     pure, pure_state, _ = ifn.step(tx, _copy(state), params, loss_fn)
-    donated, donated_state, _ = ifn.step(tx, state, _copy(params), loss_fn, donate=True)
+    donated, donated_state, _ = ifn.step(tx, state, _copy(params), loss_fn, donate=True, reuse_gradients=True)
     _assert_identical(donated, pure)
     _assert_identical(donated_state, pure_state)
     assert not torch.equal(pure["w"], params["w"])
+
+
+def _hooked_through_a_view(keep):
+    """A loss whose param ``w`` is used through a view, so that its gradient is a view of
+    the gradient ``keep`` sees in a hook."""
+    c = torch.linspace(-1.0, 1.0, 12).reshape(4, 3)
+
+    def loss_fn(p):
+        v = p["w"].view(4, 3)
+        v.register_hook(keep)
+        return (torch.tanh(v) * c).sum()
+
+    return loss_fn
+
+
+@pytest.mark.parametrize("holder", ["the storage object", "the .grad of another tensor", "a NumPy array"])
+def test_a_gradient_something_holds_without_a_python_reference_survives(holder, adamw_kernel_calls):
+    import numpy as np
+
+    kept = []
+    sink = torch.zeros(4, 3, requires_grad=True)
+
+    def keep(g):
+        if holder == "the storage object":
+            kept.append(g.untyped_storage())
+        elif holder == "the .grad of another tensor":
+            sink.grad = g
+        else:
+            kept.append(np.from_dlpack(g))
+
+    def snapshot():
+        if holder == "the storage object":
+            return torch.tensor([]).set_(kept[-1]).clone()
+        return sink.grad.clone() if holder == "the .grad of another tensor" else torch.from_numpy(kept[-1].copy())
+
+    params = {"w": torch.linspace(-1.0, 1.0, 12)}
+    tx = ifn.adam(1e-2)
+    ifn.step(tx, tx.init(params), _copy(params), _hooked_through_a_view(keep))
+    expected = snapshot()
+    ifn.step(tx, tx.init(params), _copy(params), _hooked_through_a_view(keep), donate=True, reuse_gradients=True)
+    assert torch.equal(snapshot(), expected)
+    assert not adamw_kernel_calls
+
+
+class _NumpyGradient(torch.autograd.Function):
+    """``Σ wᵢ²/2`` evaluated in NumPy; the gradient reaches torch without a copy and the
+    objective keeps it (as a NumPy model logging its last gradient would)."""
+
+    last = None
+
+    @staticmethod
+    def forward(ctx, w):
+        _NumpyGradient.last = w.detach().numpy().copy()
+        return torch.tensor(float((_NumpyGradient.last**2).sum() / 2), dtype=w.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return torch.from_numpy(_NumpyGradient.last)
+
+
+def test_a_gradient_in_memory_torch_did_not_allocate_is_not_overwritten(adamw_kernel_calls):
+    params = {"w": torch.linspace(-1.0, 1.0, 5, dtype=torch.float64)}
+    tx = ifn.adam(0.1)
+    ifn.step(tx, tx.init(params), _copy(params), lambda p: _NumpyGradient.apply(p["w"]), donate=True, reuse_gradients=True)
+    assert torch.equal(torch.from_numpy(_NumpyGradient.last), params["w"])
+    assert not adamw_kernel_calls
+
+
+class _Tempered(dict):
+    """Weights plus a temperature kept as an attribute: a dict whose pytree has one leaf
+    more than its items."""
+
+    def __init__(self, weights, temperature):
+        super().__init__(weights)
+        self.temperature = temperature
+
+
+torch.utils._pytree.register_pytree_node(
+    _Tempered,
+    lambda t: ([*t.values(), t.temperature], list(t)),
+    lambda leaves, keys: _Tempered(dict(zip(keys, leaves[:-1])), leaves[-1]),
+)
+
+
+class _KeepTemperature(NamedTuple):
+    temperature: torch.Tensor
+
+
+def test_donation_sees_the_leaves_of_a_registered_dict_subclass():
+    keep = ifn.GradientTransformation(lambda p: _KeepTemperature(p.temperature), lambda u, s, p=None, **e: (u, s))
+    tx = ifn.chain(ifn.sgd(0.1), keep)
+    params = _Tempered({"w": torch.tensor([1.0, -2.0])}, torch.tensor([0.5]))
+    state = tx.init(params)
+    loss_fn = lambda p: (p["w"] ** 2).sum() * p.temperature.sum()  # noqa: E731
+    new_params, new_state, _ = ifn.step(tx, state, params, loss_fn, donate=True)
+    assert torch.equal(new_state[1].temperature, torch.tensor([0.5]))
+    assert not torch.equal(new_params.temperature, torch.tensor([0.5]))
 
 
 def test_owned_gradients_that_are_one_tensor_get_a_buffer_of_their_own():
