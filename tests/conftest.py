@@ -65,3 +65,29 @@ def float64_default():
 @pytest.fixture
 def mlp():
     return make_mlp()
+
+
+def _counting(monkeypatch, name: str) -> list[int]:
+    """Replace ``torch.<name>`` by a wrapper that records how many tensors each call gets."""
+    calls = []
+    kernel = getattr(torch, name)
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[0]))
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(torch, name, counting)
+    return calls
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """The calls of torch's fused Adam kernel."""
+    return _counting(monkeypatch, "_fused_adam_")
+
+
+@pytest.fixture
+def adamw_kernel_calls(monkeypatch):
+    """The calls of torch's fused AdamW kernel, which writes Adam's direction into owned
+    gradients."""
+    return _counting(monkeypatch, "_fused_adamw_")

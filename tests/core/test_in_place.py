@@ -274,21 +274,6 @@ def test_a_gradient_that_shares_the_params_memory_is_not_overwritten():
     assert not torch.equal(pure["w"], params["w"])
 
 
-@pytest.fixture
-def adamw_kernel_calls(monkeypatch):
-    """Count the calls of the AdamW kernel, which writes Adam's direction into owned
-    gradients."""
-    calls = []
-    kernel = torch._fused_adamw_
-
-    def counting(*args, **kwargs):
-        calls.append(len(args[0]))
-        return kernel(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "_fused_adamw_", counting)
-    return calls
-
-
 def _donated_and_pure(tx, params, loss_fn, steps=3, reuse_gradients=True):
     pure, donated = _copy(params), _copy(params)
     pure_state, donated_state = tx.init(pure), tx.init(donated)
