@@ -199,8 +199,8 @@ def _fused(grads, mu, nu, nu_max, steps, hyper, in_place, into_grads=False, by_m
     ``lr = weight_decay = -1`` first scales its "parameters", here the gradients, by
     ``1 - lr·weight_decay = 0``, after reading each gradient, and then adds the direction.
     That spares filling and page-faulting a buffer per leaf. The values are the same;
-    only a zero direction may come out as ``-0`` (a negative gradient times 0) where the
-    zero buffer gives ``+0``, which changes a parameter's bits only when it is itself a zero.
+    only a zero direction may come out as ``-0`` (a negative gradient, or ``-0``, times 0)
+    where the zero buffer gives ``+0``, which changes a parameter's bits only when it is itself a zero.
     """
     b1, b2, eps, amsgrad = hyper
 
@@ -217,18 +217,15 @@ def _fused(grads, mu, nu, nu_max, steps, hyper, in_place, into_grads=False, by_m
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
     new_mu, new_nu = owned(mu), owned(nu)
     new_max = owned(nu_max) if amsgrad else []
+    grad_rows = rows(grads)
     if into_grads and writable(grads):
-        grad_rows = rows(grads)
-        torch._fused_adamw_(
-            grad_rows, grad_rows, rows(new_mu), rows(new_nu), rows(new_max), steps,
-            lr=-1.0, beta1=float(b1), beta2=float(b2), weight_decay=-1.0, eps=float(eps),
-            amsgrad=amsgrad, maximize=False,
-        )
-        return grads, new_mu, new_nu, new_max if amsgrad else nu_max
-    out = [torch.zeros(g.shape, dtype=g.dtype, device=g.device) for g in grads]
-    torch._fused_adam_(
-        rows(out), rows(grads), rows(new_mu), rows(new_nu), rows(new_max), steps,
-        lr=-1.0, beta1=float(b1), beta2=float(b2), weight_decay=0.0, eps=float(eps),
+        out, out_rows, kernel, decay = grads, grad_rows, torch._fused_adamw_, -1.0
+    else:
+        out = [torch.zeros(g.shape, dtype=g.dtype, device=g.device) for g in grads]
+        out_rows, kernel, decay = rows(out), torch._fused_adam_, 0.0
+    kernel(
+        out_rows, grad_rows, rows(new_mu), rows(new_nu), rows(new_max), steps,
+        lr=-1.0, beta1=float(b1), beta2=float(b2), weight_decay=decay, eps=float(eps),
         amsgrad=amsgrad, maximize=False,
     )
     return out, new_mu, new_nu, new_max if amsgrad else nu_max
