@@ -101,8 +101,7 @@ def _owned_gradients(grads, others, loss_fn) -> bool:
     for counts in _holders(leaves):
         if counts is None or not _alone(counts):
             return False
-    kept = {storage_address(x) for x in _tensors(others)}
-    return None not in kept and kept.isdisjoint(storage_address(g) for g in leaves)
+    return _apart(leaves, _tensors(others))
 
 
 def _holders(leaves: list) -> list[tuple | None]:
@@ -157,9 +156,15 @@ def _apply(params, updates, returned, donate):
     returns shares their memory (a state may keep the params themselves, a loss may be a
     view of one). Tied or overlapping params ``apply_updates`` refuses itself."""
     if donate:
-        others = {storage_address(x) for x in _tensors((updates, returned))}
-        donate = None not in others and others.isdisjoint(storage_address(p) for p in _tensors(params))
+        donate = _apart(_tensors(params), _tensors((updates, returned)))
     return apply_updates(params, updates, in_place=donate)
+
+
+def _apart(tensors: list[torch.Tensor], others: list[torch.Tensor]) -> bool:
+    """Whether no tensor of ``others`` shares memory with one of ``tensors`` (false when
+    the memory of one of ``others`` cannot be seen)."""
+    kept = {storage_address(x) for x in others}
+    return None not in kept and kept.isdisjoint(storage_address(x) for x in tensors)
 
 
 def _tensors(tree) -> list[torch.Tensor]:
